@@ -1,0 +1,56 @@
+"""orbax checkpoints of the train state together with the grain iterator state."""
+
+import os
+from typing import Any
+
+import grain
+import jax
+import orbax.checkpoint as ocp
+from absl import logging
+
+
+class Checkpointer:
+  """Asynchronous saves every N steps, keeps the last K, resumes the newest.
+
+  Each checkpoint holds the train state (params, optimiser and BatchNorm state, step) and the
+  data iterator's position. The step RNG is derived from (seed, step), so nothing else is
+  needed to continue exactly where an uninterrupted run would be.
+  """
+
+  def __init__(self, directory: str, *, max_to_keep: int, save_interval_steps: int):
+    self.directory = os.path.abspath(directory)
+    self._manager = ocp.CheckpointManager(
+        self.directory,
+        options=ocp.CheckpointManagerOptions(
+            max_to_keep=max_to_keep, save_interval_steps=save_interval_steps,
+            enable_async_checkpointing=True, create=True),
+        item_names=("state", "data"))
+
+  def latest_step(self) -> int | None:
+    return self._manager.latest_step()
+
+  def restore(self, state: Any, data_iterator: Any | None) -> tuple[Any, int]:
+    """Restores the newest checkpoint into ``state``'s structure and shardings (in place for
+    the iterator); returns (state, step), or (state, 0) when there is none."""
+    step = self._manager.latest_step()
+    if step is None:
+      return state, 0
+    abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, state)
+    items = {"state": ocp.args.StandardRestore(abstract)}
+    if data_iterator is not None:
+      items["data"] = grain.checkpoint.CheckpointRestore(data_iterator)
+    restored = self._manager.restore(step, args=ocp.args.Composite(**items))
+    logging.info("Resumed from %s at step %d.", self.directory, step)
+    return restored["state"], step
+
+  def save(self, step: int, state: Any, data_iterator: Any | None, *, force: bool = False) -> bool:
+    items = {"state": ocp.args.StandardSave(state)}
+    if data_iterator is not None:
+      items["data"] = grain.checkpoint.CheckpointSave(data_iterator)
+    return self._manager.save(step, args=ocp.args.Composite(**items), force=force)
+
+  def wait(self) -> None:
+    self._manager.wait_until_finished()
+
+  def close(self) -> None:
+    self._manager.close()

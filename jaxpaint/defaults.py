@@ -1,0 +1,35 @@
+"""The base config every file in ``configs/`` starts from: top-level keys as in flax examples,
+plus one sub-dict per component, each defined next to the code that reads it."""
+
+import ml_collections
+
+from jaxpaint import masks, optim
+
+
+def base_config() -> ml_collections.ConfigDict:
+  from jaxpaint import data  # noqa: PLC0415 (keeps importing defaults light for model-only users)
+  config = ml_collections.ConfigDict()
+  config.seed = 0
+  config.batch_size = 64          # global, over all devices and hosts
+  config.image_size = 64          # square images, H = W
+  config.num_train_steps = 1000
+  config.learning_rate = 1e-3
+  config.log_every_steps = 50
+  config.eval_every_steps = 500
+  config.checkpoint_every_steps = 500
+  config.keep_checkpoints = 3
+  config.compute_dtype = "float32"  # or "bfloat16": bf16 activations, float32 weights
+  config.eval_hole_ratio_bins = False
+  config.data = data.default_config()
+  config.mask = masks.default_config()
+  config.eval_mask = None           # None: evaluate with config.mask
+  config.optimizer = optim.default_config()
+  config.model = ml_collections.ConfigDict()
+  config.loss = ml_collections.ConfigDict()
+  return config
+
+
+def unet_model_config() -> ml_collections.ConfigDict:
+  return ml_collections.ConfigDict(dict(
+      name="unet", features=32, depth=2, convs_per_level=2, dropout_rate=0.2,
+      use_batch_norm=False, output_activation="tanh"))

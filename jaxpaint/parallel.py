@@ -1,0 +1,64 @@
+"""Data parallelism with jit + NamedSharding over one ``data`` mesh axis (no pmap).
+
+The train state is replicated; the batch is split along its first axis over every device of
+every host. jit then inserts the gradient all-reduce, and BatchNorm statistics are taken over
+the global batch, as on one device.
+"""
+
+import os
+
+import jax
+import numpy as np
+from absl import logging
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+
+DATA_AXIS = "data"
+
+# Environment variables by which common launchers announce a multi-process job.
+_CLUSTER_ENV = ("JAX_COORDINATOR_ADDRESS", "COORDINATOR_ADDRESS", "MEGASCALE_COORDINATOR_ADDRESS")
+
+
+def _launched_as_cluster() -> bool:
+  if any(os.environ.get(name) for name in _CLUSTER_ENV):
+    return True
+  for name in ("SLURM_NTASKS", "OMPI_COMM_WORLD_SIZE"):
+    if int(os.environ.get(name, "1") or 1) > 1:
+      return True
+  return "," in os.environ.get("TPU_WORKER_HOSTNAMES", "")
+
+
+def maybe_initialize_distributed() -> None:
+  """Joins the multi-host job when a launcher (SLURM, MPI, TPU pod, coordinator env) set one up."""
+  if _launched_as_cluster() and not jax.distributed.is_initialized():
+    jax.distributed.initialize()
+    logging.info("jax.distributed: process %d of %d", jax.process_index(), jax.process_count())
+
+
+def create_mesh() -> Mesh:
+  """A 1-D mesh of all devices of all processes."""
+  return jax.make_mesh((jax.device_count(),), (DATA_AXIS,))
+
+
+def batch_sharding(mesh: Mesh) -> NamedSharding:
+  return NamedSharding(mesh, P(DATA_AXIS))
+
+
+def replicated(mesh: Mesh) -> NamedSharding:
+  return NamedSharding(mesh, P())
+
+
+def global_batch(host_batch: np.ndarray, sharding: NamedSharding) -> jax.Array:
+  """This process's slice [B / processes, ...] -> the global array [B, ...] sharded over ``data``."""
+  return jax.make_array_from_process_local_data(sharding, host_batch)
+
+
+def validate_batch_size(batch_size: int) -> None:
+  """The global batch must split evenly over processes and devices."""
+  devices, processes = jax.device_count(), jax.process_count()
+  if batch_size < 1 or batch_size % devices:
+    hint = " (batch size 1, pix2pix's setting, needs a single device: set CUDA_VISIBLE_DEVICES)" \
+        if batch_size == 1 else ""
+    raise ValueError(f"config.batch_size={batch_size} is not divisible by the {devices} devices; "
+                     f"use a multiple of {devices}{hint}.")
+  if batch_size % processes:
+    raise ValueError(f"config.batch_size={batch_size} is not divisible by the {processes} processes.")
