@@ -23,7 +23,8 @@ def get_config():
   config.data.num_eval_images = 64
   config.mask.kind = "boxes"
   config.mask.num_boxes = 2
-  config.mask.box_size = (12, 24)
+  config.mask.box_size = 12
+  config.mask.box_max_size = 24
   config.model = defaults.unet_model_config()
   config.model.update(features=32, depth=3, dropout_rate=0.0)
   config.loss = reconstruction.default_config()

@@ -17,7 +17,8 @@ def get_config():
   config.data.num_eval_images = 2000
   config.mask.kind = "boxes"
   config.mask.num_boxes = 1
-  config.mask.box_size = (16, 32)
+  config.mask.box_size = 16
+  config.mask.box_max_size = 32
   config.model = defaults.unet_model_config()
   config.model.update(features=64, depth=3, dropout_rate=0.0, output_activation="sigmoid")
   config.loss = reconstruction.default_config()

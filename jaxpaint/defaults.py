@@ -33,3 +33,17 @@ def unet_model_config() -> ml_collections.ConfigDict:
   return ml_collections.ConfigDict(dict(
       name="unet", features=32, depth=2, convs_per_level=2, dropout_rate=0.2,
       use_batch_norm=False, output_activation="tanh"))
+
+
+def pconv_model_config() -> ml_collections.ConfigDict:
+  """PConv U-Net (Liu et al. 2018); 7 levels at 256^2, 8 at 512^2."""
+  return ml_collections.ConfigDict(dict(
+      name="pconv_unet", num_levels=7, base_features=64, partial=True, mask_update="fast",
+      freeze_encoder_bn=False, output_activation="none"))
+
+
+def pconv_loss_config() -> ml_collections.ConfigDict:
+  """The paper's loss. perceptual/style need VGG16 weights (jaxpaint.losses.vgg); without a
+  file they are switched off with a warning."""
+  return ml_collections.ConfigDict(dict(
+      valid=1.0, hole=6.0, tv=0.1, perceptual=0.05, style=120.0, mse=0.0, vgg16_weights=""))

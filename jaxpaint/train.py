@@ -120,10 +120,16 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   Returns ``{"eval": last eval result, "train": [(step, mean train metrics), ...]}`` for the
   steps this call ran (for staged configs, plus ``"stages"``: that dict per stage run).
   """
+  # SIGTERM is caught from the start: one during set-up stops the run at its first step.
+  with _StopRequested() as stop_requested:
+    return _train_stages(config, workdir, stop_requested)
+
+
+def _train_stages(config: ml_collections.ConfigDict, workdir: str, stop_requested: "_StopRequested") -> dict[str, Any]:
   stages = tuple(config.get("stages") or ())
   if not stages:
     validate_config(config)
-    return _train_stage(config, workdir, previous={})[0]
+    return _train_stage(config, workdir, {}, stop_requested)[0]
   run = tuple(config.get("run_stages") or stages)
   if set(run) - set(stages):
     raise ValueError(f"config.run_stages={run} names stages not in config.stages={stages}.")
@@ -134,12 +140,14 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   last = max(stages.index(stage) for stage in run)
   for stage in stages[:last + 1]:
     stage_dir = os.path.join(workdir, stage)
+    if stop_requested:
+      break
     if stage in run:
       logging.info("Stage %r.", stage)
-      results[stage], previous[stage] = _train_stage(configs[stage], stage_dir, previous)
+      results[stage], previous[stage] = _train_stage(configs[stage], stage_dir, previous, stop_requested)
     else:
       previous[stage] = _load_finished_stage(configs[stage], stage_dir, previous)
-  final = results[stages[last]]
+  final = results[list(results)[-1]] if results else {"eval": {}, "train": []}
   return {"eval": final["eval"], "train": final["train"], "stages": results}
 
 
@@ -166,7 +174,8 @@ def _init_state(task: steps.Task, config: ml_collections.ConfigDict, sharding) -
   return jax.jit(task.init_state, out_shardings=sharding)(init_rng, jnp.zeros(sample.shape, sample.dtype))
 
 
-def _train_stage(config: ml_collections.ConfigDict, workdir: str, previous: dict[str, Any]) -> tuple[dict[str, Any], Any]:
+def _train_stage(config: ml_collections.ConfigDict, workdir: str, previous: dict[str, Any],
+                 stop_requested: "_StopRequested") -> tuple[dict[str, Any], Any]:
   """The training loop of one (stage of a) run; returns (results, final state)."""
   is_chief = jax.process_index() == 0
   os.makedirs(workdir, exist_ok=True)
@@ -203,7 +212,7 @@ def _train_stage(config: ml_collections.ConfigDict, workdir: str, previous: dict
   history, pending, last_good, eval_result, logged = [], None, start_step or None, {}, []
   logging.info("Training %s from step %d to %d on %d device(s) (%s).", config.model.name, start_step,
                config.num_train_steps, jax.device_count(), jax.devices()[0].platform)
-  with _StopRequested() as stop_requested:
+  try:
     for step in range(start_step + 1, config.num_train_steps + 1):
       with jax.profiler.StepTraceAnnotation("train", step_num=step):
         images = parallel.global_batch(next(train_iter)["image"], batch_sh)
@@ -230,8 +239,10 @@ def _train_stage(config: ml_collections.ConfigDict, workdir: str, previous: dict
       if stop_requested:
         logging.warning("SIGTERM received: saved the checkpoint at step %d; exiting.", step)
         break
-  ckpt.wait()
-  ckpt.close()
+  finally:
+    # Also on errors (NaN, interrupts): commit the saves in flight, the last good one included.
+    ckpt.wait()
+    ckpt.close()
   writer.flush()
   return {"eval": eval_result, "train": logged}, state
 

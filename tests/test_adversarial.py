@@ -11,6 +11,12 @@ from jaxpaint.losses import adversarial as adv
 from jaxpaint.steps import adversarial as machinery
 
 
+def _key(seed: int) -> jax.Array:
+  # RBG keys (XLA's RngBitGenerator) compile several times faster than threefry on CPU, which
+  # dominates these tests' compile time; the code under test works with any key type.
+  return jax.random.key(seed, impl="rbg")
+
+
 def _logits(seed, shape=(4, 5, 5, 1)):
   rng = np.random.default_rng(seed)
   x = rng.normal(scale=3.0, size=shape)
@@ -145,12 +151,12 @@ def _changed(a, b):
 @pytest.fixture(scope="module")
 def toy_run():
   task = _ToyTask(gan_kind="vanilla", adv_weight=0.3, d_loss_scale=0.5)
-  images = jax.random.uniform(jax.random.key(0), (3, 8, 8, 3), minval=-1, maxval=1)
-  state = jax.jit(task.init_state)(jax.random.key(1), images)
+  images = jax.random.uniform(_key(0), (3, 8, 8, 3), minval=-1, maxval=1)
+  state = jax.jit(task.init_state)(_key(1), images)
   # Move BN statistics off their init so "untouched" checks are meaningful.
   state = state.replace(discriminator=state.discriminator.replace(
       batch_stats=jax.tree.map(lambda s: s + 0.1, state.discriminator.batch_stats)))
-  rng_batch, rng_g = jax.random.key(2), jax.random.key(3)
+  rng_batch, rng_g = _key(2), _key(3)
 
   @jax.jit
   def run(state, images):
@@ -229,7 +235,7 @@ def test_generator_step_updates_only_g_against_updated_d(toy_run):
 
 def test_train_step_composes_phases(toy_run):
   task, state, images = toy_run["task"], toy_run["state"], toy_run["images"]
-  new_state, metrics = jax.jit(task.train_step)(state, images, jax.random.key(7))
+  new_state, metrics = jax.jit(task.train_step)(state, images, _key(7))
   assert set(metrics) == {"d_loss", "d_acc_real", "d_acc_fake", "d_grad_norm", "g_loss", "g_adv",
                           "g_grad_norm", "feature_match", "loss"}
   assert all(np.isfinite(v) and np.shape(v) == () for v in metrics.values())

@@ -1,6 +1,5 @@
 """Pix2Pix networks, jitter and a few train steps at a tiny size."""
 
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -8,6 +7,13 @@ import pytest
 
 from jaxpaint.models import pix2pix as models
 from jaxpaint.steps import pix2pix as p2p
+
+
+def _key(seed: int) -> jax.Array:
+  # RBG keys (XLA's RngBitGenerator) compile several times faster than threefry on CPU, which
+  # dominates these tests' compile time; the code under test works with any key type.
+  return jax.random.key(seed, impl="rbg")
+
 
 SIZE = 32
 
@@ -21,7 +27,7 @@ def _box_masks(key, batch, size=SIZE):
 
 
 def _images(seed, batch, size=SIZE):
-  return jax.random.uniform(jax.random.key(seed), (batch, size, size, 3), minval=-1.0, maxval=1.0)
+  return jax.random.uniform(_key(seed), (batch, size, size, 3), minval=-1.0, maxval=1.0)
 
 
 # ---- layers and networks ----------------------------------------------------------------
@@ -51,32 +57,29 @@ def test_up_conv_is_pytorch_k4_s2_p1(size):
 
 def test_generator_shapes_dropout_and_size_check():
   g = models.UNetGenerator(out_channels=3, num_downs=6, base_features=2)  # one dropout block
-  x, m = _images(0, 2, 64), _box_masks(jax.random.key(1), 2, 64)
+  x, m = _images(0, 2, 64), _box_masks(_key(1), 2, 64)
 
   @jax.jit
   def run(x, m):  # one compile for everything
-    variables = g.init(jax.random.key(0), x, m, train=False)
-    train = lambda k: g.apply(variables, x, m, train=True, rngs={"dropout": jax.random.key(k)},
-                              mutable="batch_stats")[0]
-    eval_rng = g.apply(variables, x, m, train=False, rngs={"dropout": jax.random.key(1)})
-    return g.apply(variables, x, m, train=False), eval_rng, train(1), train(2)
+    variables = g.init(_key(0), x, m, train=False)
+    train = lambda k: g.apply(variables, x, m, train=True, rngs={"dropout": k}, mutable="batch_stats")[0]
+    return g.apply(variables, x, m, train=False), jax.vmap(train)(jax.random.split(_key(1)))
 
-  out, out_with_rng, train1, train2 = run(x, m)
+  out, (train1, train2) = run(x, m)
   assert out.shape == (2, 64, 64, 3) and out.dtype == jnp.float32
   assert float(jnp.max(jnp.abs(out))) <= 1.0
-  np.testing.assert_array_equal(out, out_with_rng)  # eval mode: no dropout
-  assert not np.allclose(train1, train2)  # dropout is on in train mode
+  assert not np.allclose(train1, train2)  # dropout is on in train mode, drawn from the key
   with pytest.raises(ValueError, match="divisible by 2\\*\\*6"):
-    jax.eval_shape(lambda: g.init(jax.random.key(0), jnp.zeros((1, 96, 96, 3)), jnp.ones((1, 96, 96, 1)), train=False))
+    jax.eval_shape(lambda: g.init(_key(0), jnp.zeros((1, 96, 96, 3)), jnp.ones((1, 96, 96, 1)), train=False))
 
 
 def test_unet_256_and_patchgan_shapes_without_compute():
   g = models.UNetGenerator()  # unet_256
   d = models.PatchDiscriminator()  # 70x70 PatchGAN
   x, m = jnp.zeros((1, 256, 256, 3)), jnp.ones((1, 256, 256, 1))
-  out, g_vars = jax.eval_shape(lambda: g.init_with_output(jax.random.key(0), x, m, train=False))
+  out, g_vars = jax.eval_shape(lambda: g.init_with_output(_key(0), x, m, train=False))
   (logits, feats), d_vars = jax.eval_shape(
-      lambda: d.init_with_output(jax.random.key(0), jnp.zeros((1, 256, 256, 7)), train=False))
+      lambda: d.init_with_output(_key(0), jnp.zeros((1, 256, 256, 7)), train=False))
   assert out.shape == (1, 256, 256, 3)
   assert logits.shape == (1, 30, 30, 1) and models.PatchDiscriminator.output_size(256, 3) == 30
   assert [f.shape[1:] for f in feats] == [(128, 128, 64), (64, 64, 128), (32, 32, 256), (31, 31, 512)]
@@ -90,11 +93,11 @@ def test_unet_256_and_patchgan_shapes_without_compute():
 def test_patchgan_receptive_field_is_70():
   assert models.PatchDiscriminator.receptive_field(3) == 70
   d = models.PatchDiscriminator(base_features=2, num_layers=3)
-  x = jax.random.normal(jax.random.key(0), (1, 128, 128, 1))
+  x = jax.random.normal(_key(0), (1, 128, 128, 1))
 
   @jax.jit
   def input_gradient(x):
-    variables = d.init(jax.random.key(1), x, train=False)
+    variables = d.init(_key(1), x, train=False)
     return jax.grad(lambda x: d.apply(variables, x, train=False)[0][0, 6, 7, 0])(x)[0, :, :, 0]
 
   grad = input_gradient(x)
@@ -106,7 +109,7 @@ def test_patchgan_receptive_field_is_70():
 def test_patchgan_rejects_too_small_input():
   with pytest.raises(ValueError, match="no logits"):
     jax.eval_shape(lambda: models.PatchDiscriminator(num_layers=3).init(
-        jax.random.key(0), jnp.zeros((1, 16, 16, 7)), train=False))
+        _key(0), jnp.zeros((1, 16, 16, 7)), train=False))
 
 
 # ---- jitter --------------------------------------------------------------------------------
@@ -114,10 +117,10 @@ def test_patchgan_rejects_too_small_input():
 def test_jitter_crops_and_flips_the_resized_image():
   x = _images(3, 4, 8)
   jitter = jax.jit(p2p.random_jitter, static_argnums=2)
-  out = jitter(x, jax.random.key(0), 10)
+  out = jitter(x, _key(0), 10)
   assert out.shape == x.shape
-  np.testing.assert_array_equal(out, jitter(x, jax.random.key(0), 10))
-  assert not np.allclose(out, jitter(x, jax.random.key(1), 10))
+  np.testing.assert_array_equal(out, jitter(x, _key(0), 10))
+  assert not np.allclose(out, jitter(x, _key(1), 10))
   resized = np.clip(np.asarray(jax.image.resize(x, (4, 10, 10, 3), "cubic")), -1, 1)
   found = []
   for b in range(4):
@@ -130,13 +133,13 @@ def test_jitter_crops_and_flips_the_resized_image():
 
 def test_jitter_without_resize_only_flips_and_off_is_identity():
   x = _images(4, 8, 8)
-  out = np.asarray(jax.jit(p2p.random_jitter, static_argnums=2)(x, jax.random.key(5), 8))
+  out = np.asarray(jax.jit(p2p.random_jitter, static_argnums=2)(x, _key(5), 8))
   flipped = [np.array_equal(out[b], np.asarray(x[b, :, ::-1])) for b in range(8)]
   kept = [np.array_equal(out[b], np.asarray(x[b])) for b in range(8)]
   assert all(f or k for f, k in zip(flipped, kept)) and any(flipped) and any(kept)
-  assert p2p.random_jitter(x, jax.random.key(5), 0) is x
+  assert p2p.random_jitter(x, _key(5), 0) is x
   with pytest.raises(ValueError, match="jitter_size"):
-    p2p.random_jitter(x, jax.random.key(5), 6)
+    p2p.random_jitter(x, _key(5), 6)
 
 
 # ---- the task ------------------------------------------------------------------------------
@@ -157,11 +160,11 @@ def trained():
   """A tiny Pix2Pix (32x32, num_downs 5, 8 features) at init and after 3 steps at batch 1."""
   task = p2p.Pix2PixTask.from_config(_tiny_config(), _box_masks, channels=3)
   images = _images(6, 1)
-  state = jax.jit(task.init_state)(jax.random.key(0), images)
+  state = jax.jit(task.init_state)(_key(0), images)
   step = jax.jit(task.train_step)
   new = state
   for i in range(3):
-    new, metrics = step(new, images, jax.random.key(i))
+    new, metrics = step(new, images, _key(i))
   return dict(task=task, images=images, state=state, new=new, metrics=metrics)
 
 
@@ -194,8 +197,8 @@ def test_pix2pix_steps_at_batch_one(trained):
                              (state.discriminator.batch_stats, new.discriminator.batch_stats)]:
     assert all(not np.array_equal(a, b) for a, b in zip(jax.tree.leaves(old_tree), jax.tree.leaves(new_tree)))
 
-  masks = _box_masks(jax.random.key(9), 1)
-  out = jax.jit(task.inpaint)(new, images, masks, jax.random.key(0))
+  masks = _box_masks(_key(9), 1)
+  out = jax.jit(task.inpaint)(new, images, masks, _key(0))
   assert set(out) >= set(task.eval_outputs)
   assert out["composite"].shape == out["raw"].shape == images.shape
   known = np.broadcast_to(np.asarray(masks) == 1, images.shape)
@@ -212,4 +215,17 @@ def test_config_validation():
     p2p.Pix2PixTask.from_config(config, _box_masks)
   task = p2p.Pix2PixTask.from_config(_tiny_config(), _box_masks, channels=1)
   with pytest.raises(ValueError, match="channels=3"):
-    jax.eval_shape(task.init_state, jax.random.key(0), jnp.zeros((1, SIZE, SIZE, 3)))
+    jax.eval_shape(task.init_state, _key(0), jnp.zeros((1, SIZE, SIZE, 3)))
+
+
+@pytest.mark.parametrize("gan,dtype,d_input", [("lsgan", "bfloat16", "raw"), ("hinge", "float32", "composite")])
+def test_other_losses_and_bfloat16_trace(gan, dtype, d_input):
+  config = _tiny_config(gan=gan)
+  config.compute_dtype = dtype
+  config.model.d_input = d_input
+  task = p2p.Pix2PixTask.from_config(config, _box_masks, channels=3)
+  images = jax.ShapeDtypeStruct((2, SIZE, SIZE, 3), jnp.float32)
+  state = jax.eval_shape(task.init_state, _key(0), images)  # traces only, compiles nothing
+  new, metrics = jax.eval_shape(task.train_step, state, images, _key(1))
+  assert jax.tree.map(lambda a: (a.shape, a.dtype), new) == jax.tree.map(lambda a: (a.shape, a.dtype), state)
+  assert all(m.shape == () and m.dtype == jnp.float32 for m in metrics.values())

@@ -79,7 +79,7 @@ class UNetGenerator(nn.Module):
 
   @nn.compact
   def __call__(self, images: jax.Array, masks: jax.Array, *, train: bool) -> jax.Array:
-    """images [B, H, W, C] in [-1, 1] (holes are blanked here), masks [B, H, W, 1] -> [B, H, W, out_channels]."""
+    """images [B, H, W, C] in [-1, 1] (holes blanked here), masks [B, H, W, 1] -> [B, H, W, out_channels]."""
     n = self.num_downs
     if n < 1:
       raise ValueError(f"UNetGenerator.num_downs must be >= 1, got {n}.")

@@ -95,7 +95,7 @@ def apply_model(module: nn.Module, model_variables: Variables, *args, train: boo
   return module.apply(model_variables, *args, train=train, rngs=rngs, **kwargs), stats
 
 
-class AdversarialTask(base.Task, abc.ABC):
+class AdversarialTask(base.Task):
   """A generator trained against a discriminator; see the module docstring for the hooks.
 
   Args:

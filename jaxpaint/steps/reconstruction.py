@@ -3,6 +3,7 @@
 from typing import Any, Callable
 
 import flax.linen as nn
+from absl import logging
 import jax
 import jax.numpy as jnp
 import optax
@@ -84,6 +85,19 @@ def build_task(config, mask_fn: MaskFn, channels: int, previous: dict) -> Recons
                  use_batch_norm=m.use_batch_norm, output_activation=m.output_activation,
                  dtype=steps.compute_dtype(config))
     loss_fn = lambda out, target, masks: reconstruction.reconstruction_loss(out, target, masks, config.loss)
+  elif m.name == "pconv_unet":
+    from jaxpaint.losses import pconv
+    from jaxpaint.models.pconv_unet import PConvUNet
+    model = PConvUNet(out_channels=channels, num_levels=m.num_levels, base_features=m.base_features,
+                      partial=m.partial, mask_update=m.mask_update, freeze_encoder_bn=m.freeze_encoder_bn,
+                      output_activation=m.output_activation, dtype=steps.compute_dtype(config))
+    weights = config.loss.to_dict()
+    vgg_path = weights.pop("vgg16_weights", "") or None
+    if vgg_path is None and (weights.get("perceptual") or weights.get("style")):
+      logging.warning("No VGG16 weights (config.loss.vgg16_weights): training without the perceptual "
+                      "and style terms. See jaxpaint.losses.vgg.load_vgg16_params to make the file.")
+      weights.update(perceptual=0.0, style=0.0)
+    loss_fn = pconv.make_pconv_loss(weights, vgg_path=vgg_path)
   else:
     raise ValueError(f"ReconstructionTask cannot build config.model.name={m.name!r}.")
   return ReconstructionTask(model, optim.create_optimizer(config), mask_fn, loss_fn)

@@ -1,0 +1,500 @@
+"""Times a jaxpaint program (a Task's train step or inpaint) exactly as the driver runs it.
+
+The step is built from a config file through :func:`jaxpaint.steps.build_task`, its state
+comes from ``task.init_state`` (jitted with replicated out-shardings, as
+:mod:`jaxpaint.train` does) and the step is jitted like the driver's: batch sharded over the
+``data`` mesh axis, state and RNG replicated, state donated, uint8 images converted on
+device. Batches are synthetic uint8 images put on device with
+:func:`jaxpaint.parallel.global_batch`, as the driver puts real ones.
+
+Per program: lowering and compilation are timed on their own
+(``jit(...).lower(...).compile()``); then ``warmup`` steps, then ``repeats`` timings of
+``steps`` steps each, every timing ending in ``jax.block_until_ready``. The compiled
+program also gives FLOPs (``cost_analysis``) and memory sizes (``memory_analysis``).
+
+This module imports neither the driver (its logging needs clu and TensorFlow) nor the data
+pipeline, so it runs wherever jax, flax, optax and ml-collections are installed.
+"""
+
+import dataclasses
+import datetime
+import importlib.util
+import math
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from typing import Any, Callable, Optional, Sequence
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+# Dense bf16 peak TFLOP/s per chip, matched in order against the lower-cased device kind.
+# MFU is always quoted against this bf16 peak, also for float32 runs (the usual convention).
+PEAK_BF16_TFLOPS = (
+    ("h100 pcie", 756.0),
+    ("h100", 989.0),
+    ("h200", 989.0),
+    ("gh200", 989.0),
+    ("b200", 2250.0),
+    ("a100", 312.0),
+    ("l40s", 362.0),
+    ("l4", 121.0),
+    ("a10", 125.0),
+    ("v100", 125.0),  # fp16 tensor cores; V100 has no bf16
+    ("tpu v6", 918.0),
+    ("tpu v5 lite", 197.0),
+    ("tpu v5e", 197.0),
+    ("tpu v5p", 459.0),
+    ("tpu v5", 459.0),
+    ("tpu v4", 275.0),
+)
+
+# Keys in pixels, scaled with the image when --image_size changes it (0 = off/auto, kept).
+SIZE_KEYS = ("mask.size", "mask.box_size", "mask.box_max_size", "eval_mask.size",
+             "eval_mask.box_size", "eval_mask.box_max_size", "model.patch_size", "model.overlap",
+             "jitter_size")
+
+# config.model keys that set a network's depth: H and W must be divisible by 2**value.
+DEPTH_KEYS = ("num_downs", "num_levels", "depth")
+
+
+# ------------------------------------------------------------------------------ configs
+
+
+def load_config(config_file: str) -> ml_collections.ConfigDict:
+  """Runs ``get_config()`` of a config file (a path, or a name under ``configs/``)."""
+  path = config_file if os.path.exists(config_file) else os.path.join(REPO, "configs", config_file)
+  if not os.path.exists(path):
+    raise FileNotFoundError(f"config file {config_file!r} not found (looked in {REPO}/configs).")
+  spec = importlib.util.spec_from_file_location(f"_bench_config_{os.path.basename(path)[:-3]}", path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module.get_config()
+
+
+def stage_config(config: ml_collections.ConfigDict, stage: str) -> ml_collections.ConfigDict:
+  """``config`` with ``config.stage_overrides[stage]`` applied, as the driver's stage_config.
+
+  Kept in step with :func:`jaxpaint.train.stage_config`, which cannot be imported here
+  without clu/TensorFlow (see the module docstring).
+  """
+  stages = tuple(config.get("stages") or ())
+  if stage not in stages:
+    raise ValueError(f"stage {stage!r} is not in config.stages={stages}.")
+  stage_cfg = ml_collections.ConfigDict(config.to_dict())
+  overrides = config.get("stage_overrides", {}).get(stage, {})
+  for key, value in ml_collections.ConfigDict(overrides).items():
+    if isinstance(value, ml_collections.ConfigDict) and key in stage_cfg:
+      stage_cfg[key].update(value.to_dict())
+    else:
+      stage_cfg[key] = value
+  stage_cfg.stage = stage
+  return stage_cfg
+
+
+def num_channels(config: ml_collections.ConfigDict) -> int:
+  """Image channels of the configured data (1 for mnist, else 3), as jaxpaint.data says."""
+  return 1 if config.get("data", {}).get("name", "") == "mnist" else 3
+
+
+def has_key(config: ml_collections.ConfigDict, dotted: str) -> bool:
+  """Whether ``config`` has the dotted key, e.g. 'model.partial'."""
+  return _get_path(config, dotted)[2]
+
+
+def _get_path(config: ml_collections.ConfigDict, dotted: str) -> tuple[Any, str, bool]:
+  *parents, leaf = dotted.split(".")
+  node = config
+  for part in parents:
+    if part not in node or not isinstance(node[part], ml_collections.ConfigDict):
+      return None, leaf, False
+    node = node[part]
+  return node, leaf, leaf in node
+
+
+@dataclasses.dataclass(frozen=True)
+class Settings:
+  """Command-line overrides applied to every benchmarked config.
+
+  Attributes:
+    batch_size: global batch size; None keeps the config's.
+    image_size: square image side; None keeps the config's. Pixel sizes (``SIZE_KEYS``:
+      mask boxes, Context Encoders' patch, pix2pix's jitter) scale with it, and depth keys
+      (``DEPTH_KEYS``) are lowered when the new size is not divisible by ``2**depth``.
+    compute_dtype: 'float32' or 'bfloat16' (float32 master weights either way).
+    width_scale: multiplies every integer ``config.model.*features*`` key (>= 1).
+    sets: dotted-key overrides, e.g. ``{'model.num_downs': 6}``, applied where the key exists.
+  """
+  batch_size: Optional[int] = None
+  image_size: Optional[int] = None
+  compute_dtype: str = "float32"
+  width_scale: float = 1.0
+  sets: tuple[tuple[str, Any], ...] = ()
+
+
+def apply_settings(config: ml_collections.ConfigDict, settings: Settings) -> tuple[ml_collections.ConfigDict, dict[str, Any]]:
+  """A copy of ``config`` with ``settings`` applied; returns it and {key: new value} of changes."""
+  config = ml_collections.ConfigDict(config.to_dict())
+  changes: dict[str, Any] = {}
+
+  def put(node, leaf, dotted, value):
+    if node[leaf] != value:
+      node[leaf] = value
+      changes[dotted] = value
+
+  if settings.batch_size is not None:
+    put(config, "batch_size", "batch_size", int(settings.batch_size))
+  if settings.image_size is not None and settings.image_size != config.image_size:
+    factor = settings.image_size / config.image_size
+    put(config, "image_size", "image_size", int(settings.image_size))
+    for dotted in SIZE_KEYS:
+      node, leaf, found = _get_path(config, dotted)
+      if found and isinstance(node[leaf], int) and not isinstance(node[leaf], bool) and node[leaf] > 0:
+        put(node, leaf, dotted, max(1, int(round(node[leaf] * factor))))
+  put(config, "compute_dtype", "compute_dtype", settings.compute_dtype)
+  if settings.width_scale != 1.0:
+    for key, value in config.model.items():
+      if "features" in key and isinstance(value, int) and not isinstance(value, bool):
+        put(config.model, key, f"model.{key}", max(1, int(round(value * settings.width_scale))))
+  for dotted, value in settings.sets:
+    node, leaf, found = _get_path(config, dotted)
+    if found:
+      put(node, leaf, dotted, value)
+  size = config.image_size
+  for key in DEPTH_KEYS:
+    value = config.model.get(key)
+    if isinstance(value, int) and value > 0 and size % 2**value:
+      fitted = value
+      while fitted > 1 and size % 2**fitted:
+        fitted -= 1
+      put(config.model, key, f"model.{key}", fitted)
+  return config, changes
+
+
+def parse_sets(items: Sequence[str]) -> tuple[tuple[str, Any], ...]:
+  """['model.num_downs=6', 'mask.kind=boxes'] -> (('model.num_downs', 6), ('mask.kind', 'boxes'))."""
+  import ast  # noqa: PLC0415
+  out = []
+  for item in items:
+    if "=" not in item:
+      raise ValueError(f"--set entry {item!r} must look like key.path=value.")
+    key, raw = item.split("=", 1)
+    try:
+      value = ast.literal_eval(raw)
+    except (ValueError, SyntaxError):
+      value = raw
+    out.append((key.strip(), value))
+  return tuple(out)
+
+
+# ------------------------------------------------------------------------------ device
+
+
+def device_summary() -> dict[str, Any]:
+  devices = jax.devices()
+  return {"device_kind": devices[0].device_kind, "platform": devices[0].platform,
+          "device_count": jax.device_count(), "local_device_count": jax.local_device_count(),
+          "process_count": jax.process_count()}
+
+
+def peak_tflops(device_kind: str, override: Optional[float] = None) -> Optional[float]:
+  """Peak dense bf16 TFLOP/s of one device: ``override`` if given, else from the table, else None."""
+  if override:
+    return float(override)
+  kind = device_kind.lower()
+  for name, value in PEAK_BF16_TFLOPS:
+    if name in kind:
+      return value
+  return None
+
+
+def git_commit() -> str:
+  """HEAD's hash, 'uncommitted' when the work tree differs from it, 'no commit' without one."""
+  try:
+    head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True,
+                          timeout=20)
+    if head.returncode:
+      return "no commit"
+    dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=REPO,
+                           capture_output=True, text=True, timeout=20).stdout.strip()
+    return "uncommitted" if dirty else head.stdout.strip()
+  except (OSError, subprocess.SubprocessError):
+    return "unknown (git not available)"
+
+
+def environment(argv: Optional[Sequence[str]] = None) -> dict[str, Any]:
+  """What a result file needs to be reproduced: device, versions, commit, command line."""
+  import flax  # noqa: PLC0415
+  head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True).stdout.strip()
+  return {
+      **device_summary(),
+      "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+      "jax": jax.__version__, "jaxlib": getattr(jax.lib, "__version__", None) or _jaxlib_version(),
+      "flax": flax.__version__, "python": platform.python_version(),
+      "host": platform.node(), "cpu_count": os.cpu_count(),
+      "git_commit": git_commit(), "git_head": head or None,
+      "command": " ".join([sys.executable.split("/")[-1], "-m", _module_name(), *(argv or sys.argv)[1:]]),
+  }
+
+
+def _jaxlib_version() -> Optional[str]:
+  try:
+    import jaxlib  # noqa: PLC0415
+    return jaxlib.__version__
+  except ImportError:
+    return None
+
+
+def _module_name() -> str:
+  main = sys.modules.get("__main__")
+  spec = getattr(main, "__spec__", None)
+  return spec.name if spec is not None else os.path.basename(sys.argv[0])
+
+
+# ------------------------------------------------------------------------------ programs
+
+
+@dataclasses.dataclass
+class Program:
+  """One jitted program and its arguments, ready to lower.
+
+  ``carry``: the first output replaces the first argument on every call (a train step with
+  its state donated); otherwise the same arguments are reused (inference).
+  """
+  fn: Callable[..., Any]  # a jax.jit-wrapped function
+  args: tuple[Any, ...]
+  keys: list[jax.Array]  # one RNG key per call; replaces the last argument
+  carry: bool
+  images_per_call: int
+  num_params: int
+
+
+def _count_params(tree: Any) -> int:
+  return int(sum(np.prod(x.shape) for x in jax.tree_util.tree_leaves(tree)))
+
+
+def synthetic_images(config: ml_collections.ConfigDict, seed: int = 0) -> np.ndarray:
+  """This process's slice of a global uint8 batch [B / processes, S, S, C] of noise."""
+  per_process = config.batch_size // jax.process_count()
+  shape = (per_process, config.image_size, config.image_size, num_channels(config))
+  return np.random.default_rng(seed + jax.process_index()).integers(0, 256, shape, dtype=np.uint8)
+
+
+def init_state(task, config: ml_collections.ConfigDict, sharding) -> Any:
+  """``task.init_state`` jitted to replicated outputs, with the driver's key and sample shape."""
+  init_rng = jax.random.split(jax.random.key(config.seed), 3)[0]
+  shape = (config.batch_size, config.image_size, config.image_size, num_channels(config))
+  return jax.jit(task.init_state, out_shardings=sharding)(init_rng, jnp.zeros(shape, jnp.float32))
+
+
+def build_task(config: ml_collections.ConfigDict, mesh,
+               earlier_stages: Sequence[tuple[str, ml_collections.ConfigDict]] = ()):
+  """The config's Task; earlier stages of a staged config are given freshly initialised states.
+
+  Args:
+    config: the (stage's) config.
+    mesh: the mesh the earlier stages' states are replicated over.
+    earlier_stages: (stage name, its config) of the stages before this one, in order, as
+      the driver hands their final states to later stages (``previous``).
+  """
+  from jaxpaint import parallel, steps  # noqa: PLC0415
+  previous = {}
+  for name, stage_cfg in earlier_stages:
+    stage_task = steps.build_task(stage_cfg, num_channels(stage_cfg), previous=dict(previous))
+    previous[name] = init_state(stage_task, stage_cfg, parallel.replicated(mesh))
+  return steps.build_task(config, num_channels(config), previous=previous)
+
+
+def train_program(task, config: ml_collections.ConfigDict, mesh, num_keys: int) -> Program:
+  """The driver's jitted train step on a synthetic batch."""
+  from jaxpaint import images as image_lib  # noqa: PLC0415
+  from jaxpaint import parallel  # noqa: PLC0415
+  repl, batch_sh = parallel.replicated(mesh), parallel.batch_sharding(mesh)
+  state = init_state(task, config, repl)
+  images = parallel.global_batch(synthetic_images(config), batch_sh)
+
+  # As jaxpaint.train._train_stage's train_step: same shardings, same donation.
+  def train_step(state, images_u8, rng):
+    return task.train_step(state, image_lib.to_float(images_u8), rng)
+
+  fn = jax.jit(train_step, in_shardings=(repl, batch_sh, repl), out_shardings=(repl, repl),
+               donate_argnums=(0,))
+  train_rng = jax.random.split(jax.random.key(config.seed), 3)[1]
+  # Uncommitted keys, as the driver passes them: a key committed to the replicated sharding
+  # gives every array drawn from it an explicit P() type that cannot meet the batch's P('data').
+  keys = [jax.random.fold_in(train_rng, step) for step in range(1, num_keys + 1)]
+  return Program(fn, (state, images, keys[0]), keys, carry=True, images_per_call=config.batch_size,
+                 num_params=_count_params(task.parameters(state)))
+
+
+def inpaint_program(task, config: ml_collections.ConfigDict, mesh, num_keys: int) -> Program:
+  """``task.inpaint`` on a synthetic batch with masks drawn as the Evaluator draws them."""
+  from jaxpaint import images as image_lib  # noqa: PLC0415
+  from jaxpaint import masks as mask_lib  # noqa: PLC0415
+  from jaxpaint import parallel  # noqa: PLC0415
+  repl, batch_sh = parallel.replicated(mesh), parallel.batch_sharding(mesh)
+  state = init_state(task, config, repl)
+  images = parallel.global_batch(synthetic_images(config), batch_sh)
+  size = config.image_size
+  mask_fn = mask_lib.make_mask_fn(config.get("eval_mask") or config.mask, size, size)
+
+  def inpaint(state, images_u8, key):
+    images = image_lib.to_float(images_u8)
+    masks = mask_fn(key, images.shape[0])
+    return task.inpaint(state, images, masks, jax.random.fold_in(key, 1))
+
+  fn = jax.jit(inpaint, in_shardings=(repl, batch_sh, repl))
+  eval_rng = jax.random.split(jax.random.key(config.seed), 3)[2]
+  keys = [jax.random.fold_in(eval_rng, i) for i in range(num_keys)]  # uncommitted (see above)
+  return Program(fn, (state, images, keys[0]), keys, carry=False, images_per_call=config.batch_size,
+                 num_params=_count_params(task.parameters(state)))
+
+
+# ------------------------------------------------------------------------------ measuring
+
+
+def _cost(compiled) -> dict[str, float]:
+  try:
+    cost = compiled.cost_analysis()
+  except Exception:  # noqa: BLE001 (some backends do not implement it)
+    return {}
+  if isinstance(cost, (list, tuple)):  # older jax: one dict per partition
+    cost = cost[0] if cost else {}
+  return dict(cost or {})
+
+
+def memory_sizes(compiled) -> Optional[dict[str, int]]:
+  """Sizes from ``compiled.memory_analysis()`` (per device): arguments, outputs, temporaries.
+
+  ``total_bytes = argument + output + temp`` is what the program needs on one device with
+  no buffer reuse between inputs and outputs; ``total_minus_alias_bytes`` subtracts the
+  outputs that reuse donated inputs (the train state), the better estimate of the peak.
+  """
+  try:
+    stats = compiled.memory_analysis()
+  except Exception:  # noqa: BLE001
+    return None
+  if stats is None:
+    return None
+  sizes = {name: int(getattr(stats, f"{name}_size_in_bytes", 0) or 0)
+           for name in ("argument", "output", "temp", "alias", "generated_code")}
+  total = sizes["argument"] + sizes["output"] + sizes["temp"]
+  return {**{f"{k}_bytes": v for k, v in sizes.items()}, "total_bytes": total,
+          "total_minus_alias_bytes": total - sizes["alias"]}
+
+
+def _device_peak_bytes() -> Optional[int]:
+  stats = jax.local_devices()[0].memory_stats()
+  return int(stats["peak_bytes_in_use"]) if stats and "peak_bytes_in_use" in stats else None
+
+
+def _spread(values: Sequence[float]) -> dict[str, float]:
+  return {"median": statistics.median(values), "min": min(values), "max": max(values)}
+
+
+def measure(program: Program, *, steps: int, repeats: int, warmup: int,
+            peak: Optional[float] = None) -> dict[str, Any]:
+  """Compiles ``program`` (timed), runs warm-up calls, then ``repeats`` x ``steps`` timed calls.
+
+  Returns compile/lower seconds, steps/s and images/s (median, min, max over repeats),
+  FLOPs per call (per device, from XLA's cost analysis), memory sizes and, when ``peak``
+  (TFLOP/s per device) is known, MFU = FLOPs * steps/s / peak.
+  """
+  if steps < 1 or repeats < 1 or warmup < 0:
+    raise ValueError(f"need steps >= 1, repeats >= 1, warmup >= 0; got {steps}, {repeats}, {warmup}.")
+  start = time.perf_counter()
+  lowered = program.fn.lower(*program.args)
+  lowered_at = time.perf_counter()
+  compiled = lowered.compile()
+  compiled_at = time.perf_counter()
+
+  args = list(program.args)
+  calls = 0
+
+  def call():
+    nonlocal calls
+    args[-1] = program.keys[calls % len(program.keys)]
+    calls += 1
+    out = compiled(*args)
+    if program.carry:
+      args[0] = out[0]
+    return out
+
+  out = None
+  first = time.perf_counter()
+  for _ in range(max(warmup, 1)):  # at least one call, so the first timing is warm
+    out = call()
+  jax.block_until_ready(out)
+  warm_s = time.perf_counter() - first
+
+  rates = []
+  for _ in range(repeats):
+    t0 = time.perf_counter()
+    for _ in range(steps):
+      out = call()
+    jax.block_until_ready(out)
+    rates.append(steps / (time.perf_counter() - t0))
+
+  cost = _cost(compiled)
+  flops = float(cost["flops"]) if cost.get("flops", 0) > 0 else None
+  steps_per_s = _spread(rates)
+  result = {
+      "lower_s": lowered_at - start,
+      "compile_s": compiled_at - lowered_at,
+      "warmup_calls": max(warmup, 1), "warmup_s": warm_s,
+      "steps": steps, "repeats": repeats,
+      "steps_per_s": steps_per_s,
+      "images_per_s": {k: v * program.images_per_call for k, v in steps_per_s.items()},
+      "step_ms_median": 1000.0 / steps_per_s["median"],
+      "images_per_call": program.images_per_call,
+      "num_params": program.num_params,
+      "flops_per_step": flops,
+      "bytes_accessed_per_step": float(cost["bytes accessed"]) if "bytes accessed" in cost else None,
+      "achieved_tflops": flops * steps_per_s["median"] / 1e12 if flops else None,
+      "memory": memory_sizes(compiled),
+      "device_peak_bytes_in_use": _device_peak_bytes(),
+      "peak_tflops": peak,
+      "mfu": flops * steps_per_s["median"] / (peak * 1e12) if flops and peak else None,
+  }
+  if program.carry:
+    metrics = jax.device_get(out[1])
+    loss = metrics.get("loss") if isinstance(metrics, dict) else None
+    result["final_loss_finite"] = None if loss is None else bool(np.all(np.isfinite(loss)))
+  return result
+
+
+# ------------------------------------------------------------------------------ formatting
+
+
+def human_bytes(value: Optional[float]) -> str:
+  if value is None:
+    return "-"
+  for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+    if abs(value) < 1024 or unit == "TiB":
+      return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+    value /= 1024
+  return "-"
+
+
+def human_flops(value: Optional[float]) -> str:
+  if not value:
+    return "-"
+  exponent = min(int(math.log10(value) // 3), 5)
+  unit = ["", "K", "M", "G", "T", "P"][exponent]
+  return f"{value / 10 ** (3 * exponent):.2f} {unit}FLOP"
+
+
+def format_table(rows: Sequence[Sequence[Any]], header: Sequence[str]) -> str:
+  """A GitHub-markdown table (also readable on a terminal)."""
+  cells = [[str(c) for c in header]] + [[str(c) for c in row] for row in rows]
+  widths = [max(len(row[i]) for row in cells) for i in range(len(header))]
+  line = lambda row: "| " + " | ".join(c.ljust(w) for c, w in zip(row, widths)) + " |"
+  return "\n".join([line(cells[0]), "|" + "|".join("-" * (w + 2) for w in widths) + "|",
+                    *(line(r) for r in cells[1:])])
