@@ -22,6 +22,7 @@ import importlib.util
 import math
 import os
 import platform
+import re
 import statistics
 import subprocess
 import sys
@@ -129,7 +130,8 @@ class Settings:
       mask boxes, Context Encoders' patch, pix2pix's jitter) scale with it, and depth keys
       (``DEPTH_KEYS``) are lowered when the new size is not divisible by ``2**depth``.
     compute_dtype: 'float32' or 'bfloat16' (float32 master weights either way).
-    width_scale: multiplies every integer ``config.model.*features*`` key (>= 1).
+    width_scale: multiplies every integer (or tuple of integers) ``config.model.*features*``
+      key, rounding, at least 1.
     sets: dotted-key overrides, e.g. ``{'model.num_downs': 6}``, applied where the key exists.
   """
   batch_size: Optional[int] = None
@@ -160,9 +162,14 @@ def apply_settings(config: ml_collections.ConfigDict, settings: Settings) -> tup
         put(node, leaf, dotted, max(1, int(round(node[leaf] * factor))))
   put(config, "compute_dtype", "compute_dtype", settings.compute_dtype)
   if settings.width_scale != 1.0:
+    scale = lambda v: max(1, int(round(v * settings.width_scale)))
     for key, value in config.model.items():
-      if "features" in key and isinstance(value, int) and not isinstance(value, bool):
-        put(config.model, key, f"model.{key}", max(1, int(round(value * settings.width_scale))))
+      if "features" not in key:
+        continue
+      if isinstance(value, int) and not isinstance(value, bool):
+        put(config.model, key, f"model.{key}", scale(value))
+      elif isinstance(value, (tuple, list)) and value and all(isinstance(v, int) for v in value):
+        put(config.model, key, f"model.{key}", type(value)(scale(v) for v in value))
   for dotted, value in settings.sets:
     node, leaf, found = _get_path(config, dotted)
     if found:
@@ -390,6 +397,14 @@ def memory_sizes(compiled) -> Optional[dict[str, int]]:
           "total_minus_alias_bytes": total - sizes["alias"]}
 
 
+def has_loops(compiled) -> bool:
+  """Whether the compiled program has a while loop (whose body XLA's FLOP count takes once)."""
+  try:
+    return bool(re.search(r"\bwhile\(", compiled.as_text() or ""))
+  except Exception:  # noqa: BLE001
+    return False
+
+
 def _device_peak_bytes() -> Optional[int]:
   stats = jax.local_devices()[0].memory_stats()
   return int(stats["peak_bytes_in_use"]) if stats and "peak_bytes_in_use" in stats else None
@@ -444,6 +459,7 @@ def measure(program: Program, *, steps: int, repeats: int, warmup: int,
 
   cost = _cost(compiled)
   flops = float(cost["flops"]) if cost.get("flops", 0) > 0 else None
+  loops = has_loops(compiled)
   steps_per_s = _spread(rates)
   result = {
       "lower_s": lowered_at - start,
@@ -456,6 +472,9 @@ def measure(program: Program, *, steps: int, repeats: int, warmup: int,
       "images_per_call": program.images_per_call,
       "num_params": program.num_params,
       "flops_per_step": flops,
+      # XLA's cost analysis counts a while loop's body once (lax.scan/fori_loop: the latent
+      # search, line masks), so with loops FLOPs and MFU are lower bounds.
+      "flops_lower_bound": loops,
       "bytes_accessed_per_step": float(cost["bytes accessed"]) if "bytes accessed" in cost else None,
       "achieved_tflops": flops * steps_per_s["median"] / 1e12 if flops else None,
       "memory": memory_sizes(compiled),

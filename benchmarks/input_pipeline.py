@@ -57,9 +57,9 @@ def write_photo_folder(root: str, crops_per_photo: int = 8, seed: int = 0) -> in
 
 def _source_config(base, source: str, batch_size: int, image_size: int, worker_count: Optional[int],
                    folder: str, tfds_data_dir: str):
-  import ml_collections  # noqa: PLC0415
-  config = ml_collections.ConfigDict(base.to_dict())
-  config.batch_size, config.image_size = batch_size, image_size
+  # Masks (timed on their own) scale with the image as in benchmarks.run.
+  config, _ = harness.apply_settings(base, harness.Settings(
+      batch_size=batch_size, image_size=image_size, compute_dtype=base.get("compute_dtype", "float32")))
   config.data.name = source
   config.data.num_train_images = 0
   if worker_count is not None:

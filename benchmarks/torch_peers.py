@@ -344,7 +344,7 @@ def time_torch(torch, step: Callable[[], Any], device, *, steps: int, repeats: i
   return {"first_call_s": first_s, "steps_per_s": {"median": median, "min": min(rates), "max": max(rates)},
           "images_per_s": {"median": median * images_per_step, "min": min(rates) * images_per_step,
                            "max": max(rates) * images_per_step},
-          "step_ms_median": 1000.0 / median, "final_loss_finite": bool(math.isfinite(float(loss)))}
+          "step_ms_median": 1000.0 / median, "final_loss_finite": bool(math.isfinite(float(loss.detach())))}
 
 
 # ----------------------------------------------------------------------------- comparisons

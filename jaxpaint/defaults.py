@@ -47,3 +47,24 @@ def pconv_loss_config() -> ml_collections.ConfigDict:
   file they are switched off with a warning."""
   return ml_collections.ConfigDict(dict(
       valid=1.0, hole=6.0, tv=0.1, perceptual=0.05, style=120.0, mse=0.0, vgg16_weights=""))
+
+
+def seed002_unet_config(dataset: str, image_size: int) -> ml_collections.ConfigDict:
+  """Seed 002's protocol: 2-level U-Net (32/64/128, dropout 0.2, tanh), MSE, Adam 1e-3 (Keras'
+  default), centre 8x8 hole, the first 1000 train images, batch 64, 100 epochs (~1600 steps)."""
+  from jaxpaint.losses import reconstruction  # noqa: PLC0415
+  config = base_config()
+  config.batch_size = 64
+  config.image_size = image_size
+  config.num_train_steps = 1600
+  config.learning_rate = 1e-3
+  config.eval_every_steps = 400
+  config.checkpoint_every_steps = 400
+  config.data.name = dataset
+  config.data.num_train_images = 1000
+  config.data.num_eval_images = 10000
+  config.mask.kind = "centre"
+  config.mask.size = 8
+  config.model = unet_model_config()
+  config.loss = reconstruction.default_config()
+  return config

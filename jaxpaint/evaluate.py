@@ -30,15 +30,21 @@ import numpy as np
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from jaxpaint import checkpointing, data, evaluation, parallel, steps, train, visualize
+from jaxpaint import checkpointing, data, evaluation, parallel, steps, visualize
+from jaxpaint import masks as mask_lib
 
 FLAGS = flags.FLAGS
-config_flags.DEFINE_config_file(
-    "config", None, "Evaluation config (data, image size, mask, number of eval images, seed).",
-    lock_config=True)
-flags.DEFINE_list("workdirs", None, "Comma-separated workdirs of trained models.")
-flags.DEFINE_list("names", None, "Comma-separated model names (default: the workdirs' basenames).")
-flags.DEFINE_string("output", None, "Directory for comparison.md/.json/.png.")
+
+
+def _define_flags() -> None:
+  # Only when run as a program: jaxpaint.train defines its own --config at import time, and
+  # a process that imports both modules (the test suite) must not define it twice.
+  config_flags.DEFINE_config_file(
+      "config", None, "Evaluation config (data, image size, mask, number of eval images, seed).",
+      lock_config=True)
+  flags.DEFINE_list("workdirs", None, "Comma-separated workdirs of trained models.")
+  flags.DEFINE_list("names", None, "Comma-separated model names (default: the workdirs' basenames).")
+  flags.DEFINE_string("output", None, "Directory for comparison.md/.json/.png.")
 
 METRICS = ("mse", "psnr", "ssim", "hole_mse", "hole_psnr", "hole_ssim")
 _HEADERS = ("MSE", "PSNR (dB)", "SSIM", "hole MSE", "hole PSNR (dB)", "hole SSIM")
@@ -114,8 +120,11 @@ def restore(stage: Stage, previous: dict[str, Any], mesh, require_finished: bool
   directory = _checkpoint_dir(stage)
   task = steps.build_task(config, data.num_channels(config), previous=previous)
   shape = (config.batch_size, config.image_size, config.image_size, data.num_channels(config))
-  init = jax.jit(task.init_state, out_shardings=parallel.replicated(mesh))
-  state = init(jax.random.key(config.seed), jnp.zeros(shape, jnp.float32))
+  # The checkpoint is restored into this structure: shapes only, nothing is initialised.
+  abstract = jax.eval_shape(task.init_state, jax.random.key(config.seed),
+                            jax.ShapeDtypeStruct(shape, jnp.float32))
+  repl = parallel.replicated(mesh)
+  state = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=repl), abstract)
   ckpt = checkpointing.Checkpointer(directory, max_to_keep=config.keep_checkpoints,
                                     save_interval_steps=config.checkpoint_every_steps)
   try:
@@ -141,6 +150,18 @@ def check_compatible(name: str, model_config: ml_collections.ConfigDict,
     raise ValueError(f"Model {name!r} makes {channels}-channel images but the evaluation data "
                      f"({eval_config.data.name!r}) has {want}; evaluate it on data with "
                      f"{channels} channel(s).")
+
+
+def validate_eval_config(config: ml_collections.ConfigDict) -> None:
+  """The evaluation config's data, size, batch and mask settings, checked up front."""
+  missing = [k for k in ("seed", "batch_size", "image_size", "data", "mask") if k not in config]
+  if missing:
+    raise ValueError(f"The evaluation config lacks {missing}; start from one of the files in "
+                     "configs/.")
+  parallel.validate_batch_size(config.batch_size)
+  size = config.image_size
+  mask_lib.validate_config(config.get("eval_mask") or config.mask, size, size)
+  data.validate_config(config)
 
 
 def _model_names(workdirs: Sequence[str], names: Sequence[str] | None) -> list[str]:
@@ -185,7 +206,7 @@ def compare(workdirs: Sequence[str], eval_config: ml_collections.ConfigDict, out
   if not workdirs:
     raise ValueError("No workdirs given; pass --workdirs=DIR1,DIR2.")
   names = _model_names(workdirs, names)
-  train.validate_config(eval_config)
+  validate_eval_config(eval_config)
   # Everything cheap is checked before anything is restored.
   resolved = []
   for name, workdir in zip(names, workdirs):
@@ -281,4 +302,5 @@ def main(argv: list[str]) -> None:
 
 
 if __name__ == "__main__":
+  _define_flags()
   app.run(main)

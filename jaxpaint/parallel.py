@@ -10,7 +10,7 @@ import os
 import jax
 import numpy as np
 from absl import logging
-from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec as P
 
 DATA_AXIS = "data"
 
@@ -35,8 +35,13 @@ def maybe_initialize_distributed() -> None:
 
 
 def create_mesh() -> Mesh:
-  """A 1-D mesh of all devices of all processes."""
-  return jax.make_mesh((jax.device_count(),), (DATA_AXIS,))
+  """A 1-D mesh of all devices of all processes.
+
+  Auto axes: shardings of intermediates are left to the compiler (plain data parallelism),
+  rather than tracked in types, which would reject e.g. per-example crops mixing a sharded
+  batch with unsharded offsets.
+  """
+  return jax.make_mesh((jax.device_count(),), (DATA_AXIS,), axis_types=(AxisType.Auto,))
 
 
 def batch_sharding(mesh: Mesh) -> NamedSharding:

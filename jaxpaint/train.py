@@ -243,6 +243,8 @@ def _train_stage(config: ml_collections.ConfigDict, workdir: str, previous: dict
     # Also on errors (NaN, interrupts): commit the saves in flight, the last good one included.
     ckpt.wait()
     ckpt.close()
+    if hasattr(train_iter, "close"):
+      train_iter.close()  # stops grain's worker processes and prefetch threads
   writer.flush()
   return {"eval": eval_result, "train": logged}, state
 

@@ -145,7 +145,7 @@ def test_nan_loss_stops_with_last_good_checkpoint(tmp_path, monkeypatch):
 
 
 @pytest.mark.parametrize("overrides,match", [
-    ({"image_size": 20}, "not divisible by 2\\*\\*depth"),
+    ({"image_size": 18}, "not divisible by 2\\*\\*depth"),
     ({"mask.kind": "stars"}, "stars"),
     ({"num_train_steps": 0}, "num_train_steps"),
     ({"data.name": "imagenet"}, "imagenet"),
@@ -163,14 +163,14 @@ MULTI_DEVICE_SCRIPT = textwrap.dedent("""
     import json, sys
     import jax
     sys.path.insert(0, {tests!r})
-    from test_train import tiny_config
+    from {module} import {config_fn} as make_config
     from jaxpaint import train
     assert jax.device_count() == {devices}, jax.devices()
-    result = train.train_and_evaluate(tiny_config(), {workdir!r})
+    result = train.train_and_evaluate(make_config(), {workdir!r})
     errors = []
     if {devices} > 1:
-      config = tiny_config()
-      config.batch_size = 12
+      config = make_config()
+      config.batch_size = {devices} + 1
       try:
         train.validate_config(config)
       except ValueError as e:
@@ -180,9 +180,11 @@ MULTI_DEVICE_SCRIPT = textwrap.dedent("""
 """)
 
 
-def _run_on_devices(devices, workdir):
+def run_on_devices(devices, workdir, module="test_train", config_fn="tiny_config"):
+  """Trains ``module.config_fn()`` in a fresh process with ``devices`` forced CPU devices."""
   env = dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}")
-  script = MULTI_DEVICE_SCRIPT.format(tests=os.path.join(REPO, "tests"), devices=devices, workdir=workdir)
+  script = MULTI_DEVICE_SCRIPT.format(tests=os.path.join(REPO, "tests"), devices=devices, workdir=workdir,
+                                      module=module, config_fn=config_fn)
   proc = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True,
                         timeout=600, cwd=REPO)
   assert proc.returncode == 0, proc.stderr[-3000:]
@@ -192,8 +194,8 @@ def _run_on_devices(devices, workdir):
 
 @pytest.mark.slow
 def test_one_and_eight_devices_train_alike(tmp_path):
-  one = _run_on_devices(1, str(tmp_path / "one"))
-  eight = _run_on_devices(8, str(tmp_path / "eight"))
+  one = run_on_devices(1, str(tmp_path / "one"))
+  eight = run_on_devices(8, str(tmp_path / "eight"))
   np.testing.assert_allclose(eight["losses"], one["losses"], rtol=1e-4)
   for name in one["eval"]:
     assert eight["eval"][name] == pytest.approx(one["eval"][name], rel=1e-3), name

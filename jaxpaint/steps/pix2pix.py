@@ -177,3 +177,9 @@ class Pix2PixTask(adversarial.AdversarialTask):
     g = state.generator
     raw = self.generator.apply(adversarial.variables(g.params, g.batch_stats), images, masks, train=False)
     return {"composite": image_lib.composite(images, raw, masks), "raw": raw}
+
+
+def build_task(config: ml_collections.ConfigDict, mask_fn: MaskFn, channels: int, previous: dict) -> Pix2PixTask:
+  """The registry's entry point (``config.model.name == 'pix2pix'``)."""
+  del previous
+  return Pix2PixTask.from_config(config, mask_fn, channels)

@@ -165,7 +165,9 @@ class VAEGANTask(adversarial.AdversarialTask):
     if self.prior_samples:
       # Fakes are judged in one D call, so D's BatchNorm sees recon and prior together
       # (its running averages get that mixture too).
-      z_prior = jax.random.normal(prior_rng, mu.shape, mu.dtype)
+      # Sharded like mu (the batch axis over devices): concatenation needs equal shardings.
+      z_prior = jax.random.normal(prior_rng, mu.shape, mu.dtype,
+                                  out_sharding=jax.typeof(mu).sharding)
       prior, _ = apply(params, z_prior, method=decode)
       fake = jnp.concatenate([recon, prior], axis=0)
     new_stats = stats
@@ -192,15 +194,14 @@ class VAEGANTask(adversarial.AdversarialTask):
     del d_fake  # its features mix recon and prior samples; the split needs its own D call
     real, masks = batch["real"], batch["masks"]
     recon_enc, recon = outputs["recon_enc"], outputs["recon"]
-    n = real.shape[0]
-    # One train-mode D call on both reconstructions (equal values, so BatchNorm sees the
-    # statistics of one reconstruction batch); its statistics are discarded.
-    both = jnp.concatenate([recon_enc, recon], axis=0)
-    (_, features), _ = self.discriminate(batch[_D_VARIABLES], both, batch, True)
+    # D in train mode (its statistics discarded), one call per reconstruction: a single call
+    # on both would couple them through BatchNorm's batch statistics and leak each
+    # network's feature gradient into the other.
+    features = lambda x: self.discriminate(batch[_D_VARIABLES], x, batch, True)[0].features[0]
     real_features = d_real.features[0]
-    feature_enc = vg_losses.feature_reconstruction_loss(features[0][:n], real_features,
+    feature_enc = vg_losses.feature_reconstruction_loss(features(recon_enc), real_features,
                                                         self.feature_reduction)
-    feature_dec = vg_losses.feature_reconstruction_loss(features[0][n:], real_features,
+    feature_dec = vg_losses.feature_reconstruction_loss(features(recon), real_features,
                                                         self.feature_reduction)
     pixel = lambda x, region: vg_losses.masked_pixel_loss(x, real, region, self.pixel_loss)
     pixel_terms = lambda x: (self.pixel_weight * pixel(x, masks)
