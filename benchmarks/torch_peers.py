@@ -398,8 +398,6 @@ def compare(models: Sequence[str], batch_sizes: Sequence[Optional[int]], compute
         if record["status"] != "ok":
           log(f"torch peer {model} [{dtype}, batch {batch}]: jaxpaint side {record['status']}: "
               f"{record['reason']}")
-          if record["status"] == "not available":
-            break
           continue
         config = _config_for_peer(record)
         entry.update(batch_size=config.batch_size, image_size=config.image_size)

@@ -11,9 +11,10 @@ the seed that fixes the masks; every model sees exactly those images and masks (
 models' own seeds and masks play no part). Written to ``--output``:
 
 * ``comparison.md`` / ``comparison.json``: MSE, PSNR, SSIM on the whole image and on the hole
-  only, one row per model (its headline output, ``task.eval_outputs[0]``) after the
-  masked-input baseline;
-* ``comparison.png``: input | mask | one column per model | target;
+  only, after the masked-input baseline one row per model and scored output
+  (``task.eval_outputs``; a model with several, e.g. LSGAN's refiner stage with ``lsgan``
+  and ``refined``, gets rows ``name:output``);
+* ``comparison.png``: input | mask | one column per row | target;
 * ``<name>/eval/latest.json`` and ``<name>/images/latest.png``: each model's full evaluation.
 """
 
@@ -49,6 +50,9 @@ def _define_flags() -> None:
 METRICS = ("mse", "psnr", "ssim", "hole_mse", "hole_psnr", "hole_ssim")
 _HEADERS = ("MSE", "PSNR (dB)", "SSIM", "hole MSE", "hole PSNR (dB)", "hole SSIM")
 BASELINE = "masked input"
+# The config.mask keys worth printing per kind.
+_MASK_KEYS = {"centre": ("size",), "boxes": ("num_boxes", "box_size", "box_max_size"),
+              "file": ("path",)}
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]*$")
 
 
@@ -190,8 +194,8 @@ class _CapturingEvaluator(evaluation.Evaluator):
 
   def _grid_columns(self, outputs, masks, targets):
     self.first_batch = {"masked_input": np.asarray(outputs["masked_input"]),
-                        "output": np.asarray(outputs[self.task.eval_outputs[0]]),
-                        "masks": np.asarray(masks), "targets": np.asarray(targets)}
+                        "masks": np.asarray(masks), "targets": np.asarray(targets),
+                        "outputs": {k: np.asarray(outputs[k]) for k in self.task.eval_outputs}}
     return super()._grid_columns(outputs, masks, targets)
 
 
@@ -200,8 +204,9 @@ def compare(workdirs: Sequence[str], eval_config: ml_collections.ConfigDict, out
   """Evaluates every workdir on ``eval_config``'s images and masks; writes the comparison.
 
   Returns:
-    The content of ``comparison.json``: ``eval`` (the evaluation setting) and ``rows``
-    (the masked-input baseline, then one per model, each with METRICS).
+    The content of ``comparison.json``: ``eval`` (the evaluation setting), ``rows`` (the
+    masked-input baseline, then one per model and scored output, each with METRICS) and
+    ``masked_input_per_model`` (the baseline as each model's evaluation computed it).
   """
   if not workdirs:
     raise ValueError("No workdirs given; pass --workdirs=DIR1,DIR2.")
@@ -238,12 +243,13 @@ def compare(workdirs: Sequence[str], eval_config: ml_collections.ConfigDict, out
     elif not (np.array_equal(batch["masks"], reference["masks"])
               and np.array_equal(batch["targets"], reference["targets"])):
       raise RuntimeError(f"{name} was evaluated on other images or masks than {names[0]}.")
-    columns[name] = batch["output"]
-    headline = task.eval_outputs[0]
-    rows.append({"name": name, "workdir": os.path.abspath(workdir), "model": stages[-1].config.model.name,
-                 "stage": stages[-1].config.get("stage"), "step": int(step), "output": headline,
-                 **{m: result["summary"][headline][m] for m in METRICS},
-                 "all_outputs": result["summary"]})
+    for out in task.eval_outputs:
+      label = name if len(task.eval_outputs) == 1 else f"{name}:{out}"
+      columns[label] = batch["outputs"][out]
+      rows.append({"name": label, "workdir": os.path.abspath(workdir),
+                   "model": stages[-1].config.model.name, "stage": stages[-1].config.get("stage"),
+                   "step": int(step), "output": out,
+                   **{m: result["summary"][out][m] for m in METRICS}})
   columns["target"] = reference["targets"]
   first = results[names[0]]
   baseline = {"name": BASELINE, "workdir": None, "model": None, "stage": None, "step": None,
@@ -266,10 +272,11 @@ def compare(workdirs: Sequence[str], eval_config: ml_collections.ConfigDict, out
 def markdown_table(comparison: dict[str, Any]) -> str:
   """The comparison as a Markdown table with a one-line description of the setting."""
   e = comparison["eval"]
-  mask = {k: v for k, v in e["mask"].items() if k in ("kind", "size", "num_boxes", "box_size", "path")}
+  keys = _MASK_KEYS.get(e["mask"].get("kind"), ("min_hole_ratio", "max_hole_ratio"))
+  mask = ", ".join(f"{k}={e['mask'][k]!r}" for k in ("kind", *keys) if k in e["mask"])
   lines = [f"Evaluated on {e['num_images']} `{e['data']}` images at {e['image_size']}x"
-           f"{e['image_size']}, mask {mask} (mean hole ratio {e['mean_hole_ratio']:.3f}, seed "
-           f"{e['seed']}). Images in [-1, 1]: MSE on that scale (x0.25 for [0, 1]).", "",
+           f"{e['image_size']}, mask ({mask}), mean hole ratio {e['mean_hole_ratio']:.3f}, seed "
+           f"{e['seed']}. Images in [-1, 1]: MSE on that scale (x0.25 for [0, 1]).", "",
            "| model | step | " + " | ".join(_HEADERS) + " |",
            "|---|---:|" + "---:|" * len(_HEADERS)]
   for row in comparison["rows"]:

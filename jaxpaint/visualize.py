@@ -8,13 +8,18 @@ from jaxpaint import images as image_lib
 _LABEL_HEIGHT = 14
 
 
-def make_grid(columns: dict[str, np.ndarray], max_rows: int = 8, pad: int = 2) -> np.ndarray:
-  """columns: name -> float [B, H, W, C] in [-1, 1] (C = 1 or 3; masks as [B, H, W, 1] in
-  {0, 1} go through ``mask_to_image`` first). Returns a uint8 RGB grid with a header row."""
+def make_grid(columns: dict[str, np.ndarray], max_rows: int = 8, pad: int = 4,
+              min_size: int = 96) -> np.ndarray:
+  """columns: name -> float [B, H, W, C] in [-1, 1] (C = 1 or 3; masks [B, H, W, 1] in {0, 1}
+  go through :func:`mask_to_image` first). Returns a uint8 RGB grid with a header row; images
+  smaller than ``min_size`` are enlarged by an integer factor (nearest) so a person can see them."""
   arrays = [image_lib.to_uint8(np.asarray(v)[:max_rows]) for v in columns.values()]
   arrays = [np.repeat(a, 3, axis=-1) if a.shape[-1] == 1 else a for a in arrays]
+  zoom = max(1, -(-min_size // max(arrays[0].shape[1:3])))
+  arrays = [a.repeat(zoom, axis=1).repeat(zoom, axis=2) for a in arrays]
   rows, height, width, _ = arrays[0].shape
-  cell_w = max(width, 6 * max(len(name) for name in columns) // 2) + pad
+  draw = ImageDraw.Draw(Image.new("RGB", (1, 1)))
+  cell_w = max(width, max(int(draw.textlength(name)) for name in columns)) + pad
   grid = np.full((_LABEL_HEIGHT + rows * (height + pad), len(arrays) * cell_w, 3), 255, np.uint8)
   for c, array in enumerate(arrays):
     for r in range(rows):

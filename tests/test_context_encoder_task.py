@@ -142,14 +142,21 @@ def _losses(result):
   return np.array([m["train/loss"] for _, m in result["train"]])
 
 
-def _restore(workdir, config):
+@pytest.fixture(scope="module")
+def initial_state():
+  """The driver's initial state for tiny_config() (same init key), jitted once."""
+  config = tiny_config()
   task = steps.build_task(config, 3)
-  state = task.init_state(jax.random.key(config.seed), np.zeros((BATCH, SIZE, SIZE, 3), np.float32))
+  init_rng = jax.random.split(jax.random.key(config.seed), 3)[0]  # as train._init_state
+  return jax.jit(task.init_state)(init_rng, jnp.zeros((BATCH, SIZE, SIZE, 3), jnp.float32))
+
+
+def _restore(workdir, like):
   ckpt = checkpointing.Checkpointer(os.path.join(workdir, "checkpoints"), max_to_keep=3,
                                     save_interval_steps=1)
-  restored, step = ckpt.restore(state, None)
+  restored, step = ckpt.restore(like, None)
   ckpt.close()
-  return state, restored, step
+  return restored, step
 
 
 @pytest.fixture(scope="module")
@@ -158,7 +165,7 @@ def uninterrupted(tmp_path_factory):
   return workdir, train.train_and_evaluate(tiny_config(), workdir)
 
 
-def test_driver_run_trains_and_writes_eval(uninterrupted):
+def test_driver_run_trains_and_writes_eval(uninterrupted, initial_state):
   workdir, result = uninterrupted
   losses = _losses(result)
   assert len(losses) == 4 and np.all(np.isfinite(losses))
@@ -175,7 +182,8 @@ def test_driver_run_trains_and_writes_eval(uninterrupted):
   assert saved["mean_hole_ratio"] == pytest.approx(16 / 256)
   composite, blank = saved["summary"]["composite"], saved["summary"]["masked_input"]
   assert np.isfinite(composite["hole_psnr"]) and composite["hole_mse"] != blank["hole_mse"]
-  init, final, step = _restore(workdir, tiny_config())
+  init = initial_state
+  final, step = _restore(workdir, init)
   assert step == 4
   for net in ("generator", "discriminator"):
     changed = [not np.allclose(a, b) for a, b in zip(jax.tree.leaves(getattr(init, net).params),
@@ -183,16 +191,41 @@ def test_driver_run_trains_and_writes_eval(uninterrupted):
     assert all(changed), net
 
 
-def test_resume_continues_exactly(uninterrupted, tmp_path):
+def test_resume_continues_exactly(uninterrupted, initial_state, tmp_path):
   workdir, full = uninterrupted
   first = train.train_and_evaluate(tiny_config(num_train_steps=2), str(tmp_path))
   second = train.train_and_evaluate(tiny_config(num_train_steps=4), str(tmp_path))
   assert [s for s, _ in second["train"]] == [3, 4]
   np.testing.assert_allclose(np.concatenate([_losses(first), _losses(second)]), _losses(full),
                              rtol=1e-5, atol=1e-7)
-  _, a, _ = _restore(workdir, tiny_config())
-  _, b, _ = _restore(str(tmp_path), tiny_config())
+  (a, _), (b, _) = _restore(workdir, initial_state), _restore(str(tmp_path), initial_state)
   for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
     np.testing.assert_allclose(x, y, rtol=1e-5, atol=1e-7)
   assert second["eval"]["summary"]["composite"] == pytest.approx(
       full["eval"]["summary"]["composite"], rel=1e-4)
+
+
+def _load_config(name):
+  import importlib.util  # noqa: PLC0415
+  path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs",
+                      f"{name}.py")
+  spec = importlib.util.spec_from_file_location(name, path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module.get_config()
+
+
+@pytest.mark.parametrize("name,size,patch,hole", [("context_encoder", 128, 64, 56),
+                                                  ("context_encoder_celeba64", 64, 32, 32)])
+def test_shipped_configs_build_the_paper_networks(name, size, patch, hole):
+  config = _load_config(name)
+  task = steps.build_task(config, 3)  # refuses a mask that is not the task's hole
+  assert config.image_size == size and config.mask.size == hole and config.batch_size == 64
+  images = jax.ShapeDtypeStruct((config.batch_size, size, size, 3), jnp.float32)
+  state = jax.eval_shape(task.init_state, jax.random.key(0), images)
+  shapes = [leaf.shape for leaf in jax.tree.leaves(state.generator.params)]
+  assert (4, 4, 512, 4000) in shapes and (4, 4, 4000, 512) in shapes  # into / out of the code
+  masks_ = task.training_masks(1, size)
+  assert int(np.sum(np.asarray(masks_) == 0)) == hole * hole
+  batch = jax.eval_shape(task.prepare_batch, images, jax.random.key(0))
+  assert batch["real"].shape == (64, patch, patch, 3)

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from jaxpaint import evaluate, train, visualize
+from jaxpaint import evaluate, steps, train, visualize
 from test_train import tiny_config
 
 
@@ -48,7 +48,18 @@ def workdirs(tmp_path_factory):
 @pytest.fixture(scope="module")
 def compared(workdirs, tmp_path_factory):
   output = str(tmp_path_factory.mktemp("comparison"))
-  comparison = evaluate.compare(list(workdirs), _eval_config(), output, names=["plain", "staged"])
+  build = steps.build_task
+
+  def two_outputs_for_stage_b(config, channels, previous=None):
+    task = build(config, channels, previous)
+    if config.get("stage") == "b":  # a model scoring two outputs, like LSGAN's refiner stage
+      task.eval_outputs = ("composite", "output")
+    return task
+
+  with pytest.MonkeyPatch.context() as patch:
+    patch.setattr(steps, "build_task", two_outputs_for_stage_b)
+    comparison = evaluate.compare(list(workdirs), _eval_config(), output,
+                                  names=["plain", "staged"])
   return comparison, output
 
 
@@ -61,8 +72,10 @@ def test_rows_match_each_models_own_evaluation_on_the_same_masks(workdirs, compa
   plain, staged = workdirs
   comparison, _ = compared
   rows = comparison["rows"]
-  assert [r["name"] for r in rows] == ["masked input", "plain", "staged"]
-  assert [r["step"] for r in rows] == [None, 3, 3]
+  assert [r["name"] for r in rows] == ["masked input", "plain", "staged:composite",
+                                       "staged:output"]
+  assert [r["output"] for r in rows] == ["masked_input", "composite", "composite", "output"]
+  assert [r["step"] for r in rows] == [None, 3, 3, 3]
   assert rows[2]["stage"] == "b" and rows[1]["model"] == rows[2]["model"] == "unet"
   for row in rows:
     for metric in evaluate.METRICS:
@@ -72,6 +85,9 @@ def test_rows_match_each_models_own_evaluation_on_the_same_masks(workdirs, compa
   for metric in evaluate.METRICS:
     assert rows[1][metric] == pytest.approx(own["composite"][metric], rel=1e-5), metric
     assert rows[0][metric] == pytest.approx(own["masked_input"][metric], rel=1e-5), metric
+  # The raw output is scored on its own: it changes known pixels, the composite does not.
+  assert rows[3]["mse"] > rows[2]["mse"]
+  assert rows[3]["hole_mse"] == pytest.approx(rows[2]["hole_mse"], rel=1e-5)
   # Staged (final stage b, seed 2): scored on the evaluation config's masks, not its own.
   per_model = comparison["masked_input_per_model"]
   assert per_model["staged"] == pytest.approx(per_model["plain"], rel=1e-6)
@@ -88,11 +104,12 @@ def test_files_written(compared):
   with open(os.path.join(output, "comparison.md")) as f:
     table = f.read()
   lines = [l for l in table.splitlines() if l.startswith("| ")]
-  assert len(lines) == 4  # header + 3 rows
+  assert len(lines) == 5  # header + 4 rows
   assert lines[1].startswith("| masked input |") and lines[2].startswith("| plain (unet) | 3 |")
+  assert lines[4].startswith("| staged:output (unet) | 3 |")
   assert f"{comparison['rows'][2]['hole_psnr']:.2f}" in lines[3]
   grid = np.asarray(Image.open(os.path.join(output, "comparison.png")))
-  names = ("input", "mask", "plain", "staged", "target")
+  names = ("input", "mask", "plain", "staged:composite", "staged:output", "target")
   expected = visualize.make_grid({n: np.zeros((8, 16, 16, 3), np.float32) for n in names})
   assert grid.shape == expected.shape and grid.std() > 5
   for name in ("plain", "staged"):

@@ -226,3 +226,22 @@ def test_inpaint_and_sampled_completions_keep_known_pixels():
                                   images[known[..., 0] == 1])
   np.testing.assert_allclose(np.asarray(out["composite"])[known[..., 0] == 0],
                              np.asarray(out["raw"])[known[..., 0] == 0])
+
+
+def test_shipped_config_builds_larsens_networks():
+  import importlib.util  # noqa: PLC0415
+  path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs",
+                      "vaegan.py")
+  spec = importlib.util.spec_from_file_location("vaegan_config", path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  config = module.get_config()
+  assert (config.image_size, config.mask.kind, config.mask.size) == (64, "centre", 32)
+  task = steps.build_task(config, 3)
+  images = jax.ShapeDtypeStruct((config.batch_size, 64, 64, 3), jnp.float32)
+  state = jax.eval_shape(task.init_state, jax.random.key(0), images)
+  g = state.generator.params
+  assert g["encoder"]["mu"]["kernel"].shape == (2048, 128)
+  assert g["decoder"]["Dense_0"]["kernel"].shape == (128, 8 * 8 * 256)
+  _, metrics = jax.eval_shape(task.train_step, state, images, jax.random.key(0))
+  assert {"kl", "feature", "pixel", "encoder_loss", "decoder_loss", "g_adv", "d_loss"} <= set(metrics)

@@ -22,7 +22,7 @@ Choices (``config.latent_search``, ``config.loss``, ``config.model``; see
   the latent search starts in and clips to, so the search explores exactly the prior G was
   trained on. ``'normal'`` (DCGAN's PyTorch code) is available; the search still starts
   uniform in [-1, 1] then, and clipping at 1 cuts off a third of each coordinate's prior.
-* LSGAN labels ``a, b, c = 0, 1, 1`` (Mao et al.'s 0-1 coding, used in their experiments;
+* LSGAN labels ``a, b, c = 0, 1, 1`` (Mao et al.'s 0-1 coding, also pix2pix's LSGAN mode;
   ``-1, 1, 0`` is their other scheme). The search's perceptual term is G's own adversarial
   loss, ``1/2 (D(G(z)) - c)^2`` (:func:`~jaxpaint.latent_search.lsgan_perceptual`); the
   seed writes Yeh's ``log(1 - D(G(z)))``, which is what ``loss.gan = 'vanilla'`` uses.
@@ -38,12 +38,13 @@ Choices (``config.latent_search``, ``config.loss``, ``config.model``; see
 The frozen GAN inside the refiner stage: ``previous['gan']`` (the final
 :class:`~jaxpaint.steps.adversarial.GANState` of stage 1) is copied, without its optimiser
 state, into :class:`RefinerState` as a non-trainable field, so that the jitted train and
-eval steps take it as an argument. Closed over instead, its ~60 MB (G and D at 64x64) are
-baked into every executable as constants (measured on CPU: 124 MB of HLO per executable,
-XLA constant-folding the kernels, >1 s alarms); as an argument they are ordinary buffers.
-The cost: the refiner's checkpoints also hold that copy of G and D (~60 MB each), so a
-refiner checkpoint is self-contained, and a resumed refiner keeps the GAN it was trained
-with even if stage 1 was trained further since.
+eval steps take it as an argument. Closed over instead, its ~60 MB (G and D at 64x64) would be
+baked into every executable as constants: measured on CPU, 124 MB of HLO per executable and
+XLA constant-folding G's kernels (">1 s" alarms in the log), for about the same compile time
+(within the noise of a loaded 2-core machine, 0-2 s more). Only the one-off jitted
+``init_state`` embeds them (~4 s). The cost: the refiner's checkpoints also hold that copy of
+G and D (~60 MB each), which makes a refiner checkpoint self-contained; a resumed refiner keeps
+the GAN it was trained with even if stage 1 was trained further since.
 """
 
 import dataclasses
@@ -108,7 +109,7 @@ def default_config() -> ml_collections.ConfigDict:
   ))
 
 
-def _positive_int(value: Any, what: str, minimum: int = 1) -> int:
+def _check_int(value: Any, what: str, minimum: int = 1) -> int:
   if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
     raise ValueError(f"config.{what}={value!r} must be an integer >= {minimum}.")
   return value
@@ -130,9 +131,9 @@ class SearchSettings:
 
   def __post_init__(self):
     for name in ("num_candidates", "train_num_candidates"):
-      _positive_int(getattr(self, name), f"latent_search.{name}")
+      _check_int(getattr(self, name), f"latent_search.{name}")
     for name in ("num_steps", "train_num_steps"):
-      _positive_int(getattr(self, name), f"latent_search.{name}", minimum=0)
+      _check_int(getattr(self, name), f"latent_search.{name}", minimum=0)
     if not self.learning_rate > 0:
       raise ValueError(f"config.latent_search.learning_rate={self.learning_rate} must be > 0.")
     if not self.lam >= 0:
@@ -191,6 +192,9 @@ class SemanticInpainter:
     """
     s = self.settings
     k, n = (s.train_num_candidates, s.train_num_steps) if training else (s.num_candidates, s.num_steps)
+    # Centre masks are compile-time constants; XLA would then constant-fold the importance
+    # weights' 7x7 box sums on the host (~20 s CPU per compile for 64 masks of 64x64).
+    masks = jax.lax.optimization_barrier(masks)
     generate = lambda z: self.generator.apply(gan["generator"], z, train=False)
     discriminate = lambda x: self.discriminator.apply(gan["discriminator"], x, train=False)
     return search_lib.latent_search(
@@ -368,7 +372,7 @@ def check_config(config: ml_collections.ConfigDict) -> SearchSettings:
                      ">= 8 (seed 003: 64).")
   for key in ("latent_dim", "g_base_features", "d_base_features", "d_layers", "kernel_size",
               "refiner_kernel_size"):
-    _positive_int(m[key], f"model.{key}")
+    _check_int(m[key], f"model.{key}")
   if m.latent_distribution not in LATENT_DISTRIBUTIONS:
     raise ValueError(f"config.model.latent_distribution={m.latent_distribution!r}; choose one of "
                      f"{LATENT_DISTRIBUTIONS}.")
@@ -376,7 +380,7 @@ def check_config(config: ml_collections.ConfigDict) -> SearchSettings:
   if not features:
     raise ValueError("config.model.refiner_features is empty; give one feature count per level.")
   for f in features:
-    _positive_int(f, "model.refiner_features[i]")
+    _check_int(f, "model.refiner_features[i]")
   if size % 2 ** len(features):
     raise ValueError(f"config.image_size={size} is not divisible by 2**len(config.model."
                      f"refiner_features) = {2 ** len(features)}; use fewer refiner levels.")
