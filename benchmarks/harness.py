@@ -397,12 +397,45 @@ def memory_sizes(compiled) -> Optional[dict[str, int]]:
           "total_minus_alias_bytes": total - sizes["alias"]}
 
 
+def _hlo_computations(hlo: str) -> dict[str, str]:
+  """HLO module text -> {computation name: its text} (computations start and end at column 0)."""
+  comps, name, lines = {}, None, []
+  for line in hlo.splitlines():
+    if name is None:
+      match = re.match(r"^(?:ENTRY\s+)?%?([\w.\-]+)\s.*\{\s*$", line)
+      if match:
+        name, lines = match.group(1), []
+    elif line.startswith("}"):
+      comps[name], name = "\n".join(lines), None
+    else:
+      lines.append(line)
+  return comps
+
+
 def has_loops(compiled) -> bool:
-  """Whether the compiled program has a while loop (whose body XLA's FLOP count takes once)."""
+  """Whether a while loop of the program runs a convolution or a matmul.
+
+  XLA's cost analysis takes a while loop's body once, whatever its trip count (lax.scan,
+  fori_loop: the latent search), so such a program's FLOPs are a lower bound. Loops without
+  convolutions or dots (CPU's rolled threefry RNG, stroke-mask walks) change little.
+  """
   try:
-    return bool(re.search(r"\bwhile\(", compiled.as_text() or ""))
+    comps = _hlo_computations(compiled.as_text() or "")
   except Exception:  # noqa: BLE001
     return False
+  heavy = re.compile(r"\b(convolution|dot)\(")
+  for text in comps.values():
+    for body in re.findall(r"\bwhile\(.*?body=%?([\w.\-]+)", text):
+      seen, todo = set(), [body]
+      while todo:
+        current = todo.pop()
+        if current in seen or current not in comps:
+          continue
+        seen.add(current)
+        if heavy.search(comps[current]):
+          return True
+        todo.extend(n for n in re.findall(r"%([\w.\-]+)", comps[current]) if n in comps)
+  return False
 
 
 def _device_peak_bytes() -> Optional[int]:
@@ -472,9 +505,7 @@ def measure(program: Program, *, steps: int, repeats: int, warmup: int,
       "images_per_call": program.images_per_call,
       "num_params": program.num_params,
       "flops_per_step": flops,
-      # XLA's cost analysis counts a while loop's body once (lax.scan/fori_loop: the latent
-      # search, line masks), so with loops FLOPs and MFU are lower bounds.
-      "flops_lower_bound": loops,
+      "flops_lower_bound": loops,  # see has_loops
       "bytes_accessed_per_step": float(cost["bytes accessed"]) if "bytes accessed" in cost else None,
       "achieved_tflops": flops * steps_per_s["median"] / 1e12 if flops else None,
       "memory": memory_sizes(compiled),

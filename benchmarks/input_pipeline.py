@@ -167,12 +167,13 @@ def table(out: dict[str, Any]) -> str:
   for r in out["results"]:
     if r["status"] == "ok":
       s = r["images_per_s"]
-      ratios = ", ".join(f"{k}: {v:.2f}x" for k, v in r["ratio_to_step"].items()) or "-"
+      ratios = ", ".join(f"{k.replace('/float32', '').replace('/bfloat16', ' bf16')} {v:.3g}x"
+                         for k, v in r["ratio_to_step"].items()) or "-"
       rows.append((r["source"], r["batch_size"], r["image_size"], r["worker_count"],
                    f"{s['median']:.1f} ({s['min']:.1f}-{s['max']:.1f})", ratios))
     else:
       rows.append((r["source"], r["batch_size"], r["image_size"], r.get("worker_count", "-"),
-                   f"{r['status']}: {r['reason'][:90]}", "-"))
+                   r["status"], r["reason"].split(";")[0][:70]))
   text = harness.format_table(rows, ("source", "batch", "px", "workers", "images/s median (min-max)",
                                      "pipeline / step"))
   masks = "\n".join(f"- on-device {m['mask_kind']} masks [batch {m['batch_size']}, {m['image_size']}px]: "

@@ -167,13 +167,13 @@ def one_line(r: dict[str, Any]) -> str:
 
 def results_table(results: Sequence[dict[str, Any]]) -> str:
   header = ("model", "dtype", "batch", "px", "compile s", "steps/s median (min-max)", "images/s",
-            "ms/step", "FLOP/step", "TFLOP/s", "MFU", "memory", "params")
+            "ms/step", "FLOP/step", "TFLOP/s", "MFU", "arg+out+temp", "less donated", "params")
   rows = []
   for r in results:
     if r["status"] != "ok":
       continue
     s = r["steps_per_s"]
-    mem = r["memory"]["total_minus_alias_bytes"] if r.get("memory") else None
+    mem = r.get("memory") or {}
     lb = ">=" if r.get("flops_lower_bound") else ""
     rows.append((
         r["model"], "bf16" if r["compute_dtype"] == "bfloat16" else "fp32", r["batch_size"],
@@ -181,12 +181,13 @@ def results_table(results: Sequence[dict[str, Any]]) -> str:
         f"{s['median']:.3g} ({s['min']:.3g}-{s['max']:.3g})", f"{r['images_per_s']['median']:.3g}",
         f"{r['step_ms_median']:.1f}", lb + harness.human_flops(r["flops_per_step"]),
         lb + f"{r['achieved_tflops']:.3f}" if r["achieved_tflops"] else "-",
-        lb + f"{100 * r['mfu']:.1f}%" if r["mfu"] else "-", harness.human_bytes(mem),
+        lb + f"{100 * r['mfu']:.1f}%" if r["mfu"] else "-", harness.human_bytes(mem.get("total_bytes")),
+        harness.human_bytes(mem.get("total_minus_alias_bytes")),
         f"{r['num_params'] / 1e6:.2f}M"))
   table = harness.format_table(rows, header)
   if any(r.get("flops_lower_bound") for r in results if r["status"] == "ok"):
-    table += ("\n\n>= : the program has a while loop (lax.scan: latent search, stroke masks) whose "
-              "body XLA's cost analysis counts once, so FLOPs, TFLOP/s and MFU are lower bounds.")
+    table += ("\n\n>= : a while loop of the program runs convolutions (lax.scan: the latent search) and "
+              "XLA's cost analysis counts a loop body once, so FLOPs, TFLOP/s and MFU are lower bounds.")
   skipped = [f"- {r['model']} [{r['compute_dtype']}, batch {r.get('batch_size', '?')}]: "
              f"{r['status']}: {r['reason']}" for r in results if r["status"] != "ok"]
   return table + ("\n\n" + "\n".join(skipped) if skipped else "")

@@ -15,11 +15,9 @@ Seed 003 reports SSIM / PSNR on 100 CelebA test faces with a missing region: LSG
 on 20k faces at batch 32; here the whole CelebA train split is used (GANs improve with data;
 ``--config.data.num_train_images=20000`` reproduces the seed's subset).
 
-Offline check of the whole pipeline on the built-in photos (minutes on a CPU):
-
-  python -m jaxpaint.train --config=configs/lsgan.py --workdir=/tmp/jaxpaint/lsgan_samples \
-    --config.data.name=samples --config.stage_overrides.gan.num_train_steps=200 \
-    --config.stage_overrides.refiner.num_train_steps=50 --config.latent_search.num_steps=100
+Offline, ``--config.data.name=samples`` runs the same pipeline on the built-in photos; on a
+CPU also shrink it (32x32, smaller G and D, fewer steps and search iterations): the command
+is in the README, section "LSGAN semantic inpainting (the main job)".
 """
 
 from jaxpaint import defaults

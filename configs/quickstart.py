@@ -12,13 +12,13 @@ def get_config():
   config = defaults.base_config()
   config.batch_size = 16
   config.image_size = 64
-  config.num_train_steps = 800
+  config.num_train_steps = 400
   config.learning_rate = 2e-3
-  config.log_every_steps = 50
-  config.eval_every_steps = 200
-  config.checkpoint_every_steps = 200
+  config.log_every_steps = 20
+  config.eval_every_steps = 100
+  config.checkpoint_every_steps = 100
   config.optimizer.schedule = "cosine"
-  config.optimizer.warmup_steps = 50
+  config.optimizer.warmup_steps = 20
   config.data.name = "samples"
   config.data.num_eval_images = 64
   config.mask.kind = "boxes"
@@ -26,7 +26,7 @@ def get_config():
   config.mask.box_size = 12
   config.mask.box_max_size = 24
   config.model = defaults.unet_model_config()
-  config.model.update(features=32, depth=3, dropout_rate=0.0)
+  config.model.update(features=16, depth=3, dropout_rate=0.0)
   config.loss = reconstruction.default_config()
   config.loss.update(mse=1.0, hole_mse=1.0)
   return config

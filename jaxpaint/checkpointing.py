@@ -24,7 +24,8 @@ class Checkpointer:
         options=ocp.CheckpointManagerOptions(
             max_to_keep=max_to_keep, save_interval_steps=save_interval_steps,
             enable_async_checkpointing=True, create=True),
-        item_names=("state", "data"))
+        item_handlers={"state": ocp.StandardCheckpointHandler(),
+                       "data": grain.checkpoint.CheckpointHandler()})
 
   def latest_step(self) -> int | None:
     return self._manager.latest_step()
@@ -36,12 +37,29 @@ class Checkpointer:
     if step is None:
       return state, 0
     abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, state)
+    self._check_compatible(step, abstract)
     items = {"state": ocp.args.StandardRestore(abstract)}
     if data_iterator is not None:
       items["data"] = grain.checkpoint.CheckpointRestore(data_iterator)
     restored = self._manager.restore(step, args=ocp.args.Composite(**items))
     logging.info("Resumed from %s at step %d.", self.directory, step)
     return restored["state"], step
+
+  def _check_compatible(self, step: int, abstract: Any) -> None:
+    """Refuses, with a readable message, a checkpoint written by a different model/optimiser."""
+    stored = {_path_name(path): tuple(leaf.shape)
+              for path, leaf in jax.tree_util.tree_leaves_with_path(self._manager.item_metadata(step)["state"])}
+    wanted = {_path_name(path): tuple(leaf.shape) for path, leaf in jax.tree_util.tree_leaves_with_path(abstract)}
+    problems = [f"{name}: missing from the checkpoint" for name in sorted(wanted.keys() - stored.keys())]
+    problems += [f"{name}: not in this model" for name in sorted(stored.keys() - wanted.keys())]
+    problems += [f"{name}: checkpoint {stored[name]} vs model {wanted[name]}"
+                 for name in sorted(wanted.keys() & stored.keys()) if stored[name] != wanted[name]]
+    if problems:
+      raise ValueError(
+          f"The checkpoint at step {step} in {self.directory} was written by a different model or "
+          f"optimiser than this config builds ({len(problems)} mismatches, e.g. {'; '.join(problems[:3])}). "
+          "Use a new --workdir, or rerun with the config the workdir was trained with "
+          "(its config.json).")
 
   def save(self, step: int, state: Any, data_iterator: Any | None, *, force: bool = False) -> bool:
     items = {"state": ocp.args.StandardSave(state)}
@@ -54,3 +72,14 @@ class Checkpointer:
 
   def close(self) -> None:
     self._manager.close()
+
+
+def _path_name(path) -> str:
+  """'params/Conv_0/kernel' from a pytree path of dict, attribute and sequence keys."""
+  parts = []
+  for key in path:
+    for attr in ("key", "name", "idx"):
+      if hasattr(key, attr):
+        parts.append(str(getattr(key, attr)))
+        break
+  return "/".join(parts)

@@ -179,9 +179,6 @@ def _train_stage(config: ml_collections.ConfigDict, workdir: str, previous: dict
   """The training loop of one (stage of a) run; returns (results, final state)."""
   is_chief = jax.process_index() == 0
   os.makedirs(workdir, exist_ok=True)
-  if is_chief:
-    _save_config(config, workdir)
-
   mesh = parallel.create_mesh()
   repl, batch_sh = parallel.replicated(mesh), parallel.batch_sharding(mesh)
   task = steps.build_task(config, data.num_channels(config), previous=previous)
@@ -195,6 +192,8 @@ def _train_stage(config: ml_collections.ConfigDict, workdir: str, previous: dict
                                     max_to_keep=config.keep_checkpoints,
                                     save_interval_steps=config.checkpoint_every_steps)
   state, start_step = ckpt.restore(state, train_iter)
+  if is_chief:
+    _save_config(config, workdir)  # after the restore: a refused rerun leaves the old one
 
   writer = metric_writers.create_default_writer(workdir, just_logging=not is_chief)
   if start_step == 0:

@@ -99,6 +99,18 @@ def test_resume_continues_exactly(uninterrupted, tmp_path):
     assert second["eval"]["summary"][name] == pytest.approx(values, rel=1e-4), name
 
 
+def test_rerun_with_another_model_is_refused_clearly(uninterrupted):
+  workdir, _ = uninterrupted
+  config = tiny_config(num_train_steps=8)
+  config.model.features = 8
+  with open(os.path.join(workdir, "config.json")) as f:
+    saved_config = f.read()
+  with pytest.raises(ValueError, match=r"different model or optimiser.*checkpoint \(4,\) vs model \(8,\)"):
+    train.train_and_evaluate(config, workdir)
+  with open(os.path.join(workdir, "config.json")) as f:
+    assert f.read() == saved_config  # the run's record is not overwritten by the refused one
+
+
 def test_sigterm_saves_and_exits_cleanly(tmp_path):
   config = tiny_config(num_train_steps=10_000)
   config.checkpoint_every_steps = 1000

@@ -12,6 +12,9 @@ Training follows Pathak's ``train.lua`` (the centre-inpainting setting):
   paper's 0.999 and 0.001.
 * G's learning rate is ``g_lr_multiplier`` times D's: ``train.lua`` trains G 10x faster
   when 0 < wtl2 < 1, so that is the default when the config does not say.
+* One difference: train.lua's G step reuses D's output from before D's update; here, as
+  in every :class:`~jaxpaint.steps.adversarial.AdversarialTask`, G is scored by the
+  updated D.
 
 ``config.mask`` must describe that same hole (kind 'centre', size ``patch_size - 2 *
 overlap``): the task draws no random masks, and the driver's evaluator scores

@@ -28,8 +28,10 @@ logged ``loss``) is the sum of the two objectives, so its feature and pixel term
 twice. D's features of ``recon_enc`` need D's variables, which the base class does not
 hand to :meth:`generator_extra_loss`; :meth:`generator_step` puts them in the batch.
 
-Two decoder passes cost one extra decoder forward/backward per step, and the feature term
-one extra D forward/backward on the two reconstructions.
+Costs: one extra decoder pass per step, and the feature terms two D calls of their own
+(one per reconstruction, so BatchNorm's batch statistics do not couple the two paths).
+D's fake term is a mean over reconstructions and prior samples together (Larsen et al.
+sum the two).
 
 Inference (:meth:`VAEGANTask.inpaint`) decodes z = mu ('composite', 'raw') and one draw
 z ~ q(z | x_masked) ('sample', not scored); :meth:`VAEGANTask.sample_completions` gives
