@@ -5,6 +5,7 @@ from typing import Any
 
 import grain
 import jax
+import numpy as np
 import orbax.checkpoint as ocp
 from absl import logging
 
@@ -49,7 +50,7 @@ class Checkpointer:
     """Refuses, with a readable message, a checkpoint written by a different model/optimiser."""
     stored = {_path_name(path): tuple(leaf.shape)
               for path, leaf in jax.tree_util.tree_leaves_with_path(self._manager.item_metadata(step)["state"])}
-    wanted = {_path_name(path): tuple(leaf.shape) for path, leaf in jax.tree_util.tree_leaves_with_path(abstract)}
+    wanted = {_path_name(path): tuple(np.shape(leaf)) for path, leaf in jax.tree_util.tree_leaves_with_path(abstract)}
     problems = [f"{name}: missing from the checkpoint" for name in sorted(wanted.keys() - stored.keys())]
     problems += [f"{name}: not in this model" for name in sorted(stored.keys() - wanted.keys())]
     problems += [f"{name}: checkpoint {stored[name]} vs model {wanted[name]}"

@@ -90,3 +90,12 @@ def test_cli_times_a_tiny_unet_and_writes_json(tmp_path):
   assert pipeline["samples"]["ratio_to_step"]["unet/float32"] > 0
   assert pipeline["mnist"]["status"] == "not prepared"
   assert data["input_pipeline"]["masks"][0]["masks_per_s"] > 0
+
+
+def test_interleaved_timing_is_round_robin():
+  order = []
+  timers = {name: (lambda steps, name=name: order.append((name, steps)) or float(len(order)))
+            for name in ("jaxpaint", "eager")}
+  rates = harness.time_interleaved(timers, steps=2, repeats=3)
+  assert order == [("jaxpaint", 2), ("eager", 2)] * 3
+  assert rates == {"jaxpaint": [1.0, 3.0, 5.0], "eager": [2.0, 4.0, 6.0]}
