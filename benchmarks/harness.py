@@ -34,6 +34,8 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
+from jaxpaint import stages as jaxpaint_stages
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 # Dense bf16 peak TFLOP/s per chip, matched in order against the lower-cased device kind.
@@ -81,23 +83,11 @@ def load_config(config_file: str) -> ml_collections.ConfigDict:
 
 
 def stage_config(config: ml_collections.ConfigDict, stage: str) -> ml_collections.ConfigDict:
-  """``config`` with ``config.stage_overrides[stage]`` applied, as the driver's stage_config.
-
-  Kept in step with :func:`jaxpaint.train.stage_config`, which cannot be imported here
-  without clu/TensorFlow (see the module docstring).
-  """
+  """The driver's per-stage config (:func:`jaxpaint.stages.stage_config`), for a named stage."""
   stages = tuple(config.get("stages") or ())
   if stage not in stages:
     raise ValueError(f"stage {stage!r} is not in config.stages={stages}.")
-  stage_cfg = ml_collections.ConfigDict(config.to_dict())
-  overrides = config.get("stage_overrides", {}).get(stage, {})
-  for key, value in ml_collections.ConfigDict(overrides).items():
-    if isinstance(value, ml_collections.ConfigDict) and key in stage_cfg:
-      stage_cfg[key].update(value.to_dict())
-    else:
-      stage_cfg[key] = value
-  stage_cfg.stage = stage
-  return stage_cfg
+  return jaxpaint_stages.stage_config(config, stage)
 
 
 def num_channels(config: ml_collections.ConfigDict) -> int:
@@ -447,6 +437,77 @@ def _spread(values: Sequence[float]) -> dict[str, float]:
   return {"median": statistics.median(values), "min": min(values), "max": max(values)}
 
 
+class Runner:
+  """A compiled program (compilation timed on construction) that times batches of calls."""
+
+  def __init__(self, program: Program):
+    self.program = program
+    start = time.perf_counter()
+    lowered = program.fn.lower(*program.args)
+    lowered_at = time.perf_counter()
+    self.compiled = lowered.compile()
+    self.lower_s, self.compile_s = lowered_at - start, time.perf_counter() - lowered_at
+    self.args, self.calls, self.out = list(program.args), 0, None
+    self.warmup_s, self.warmup_calls = 0.0, 0
+
+  def _call(self):
+    self.args[-1] = self.program.keys[self.calls % len(self.program.keys)]
+    self.calls += 1
+    self.out = self.compiled(*self.args)
+    if self.program.carry:
+      self.args[0] = self.out[0]
+
+  def warmup(self, calls: int) -> None:
+    """At least one untimed call, so that the first timing is warm."""
+    start = time.perf_counter()
+    for _ in range(max(calls, 1)):
+      self._call()
+    jax.block_until_ready(self.out)
+    self.warmup_s, self.warmup_calls = time.perf_counter() - start, max(calls, 1)
+
+  def time(self, steps: int) -> float:
+    """steps/s of ``steps`` calls, blocked on the last result."""
+    start = time.perf_counter()
+    for _ in range(steps):
+      self._call()
+    jax.block_until_ready(self.out)
+    return steps / (time.perf_counter() - start)
+
+  def result(self, rates: Sequence[float], steps: int, peak: Optional[float]) -> dict[str, Any]:
+    """The record of :func:`measure` from timings ``rates`` (steps/s)."""
+    cost = _cost(self.compiled)
+    flops = float(cost["flops"]) if cost.get("flops", 0) > 0 else None
+    steps_per_s = _spread(rates)
+    per_call = self.program.images_per_call
+    result = {
+        "lower_s": self.lower_s, "compile_s": self.compile_s,
+        "warmup_calls": self.warmup_calls, "warmup_s": self.warmup_s,
+        "steps": steps, "repeats": len(rates), "steps_per_s": steps_per_s,
+        "images_per_s": {k: v * per_call for k, v in steps_per_s.items()},
+        "step_ms_median": 1000.0 / steps_per_s["median"],
+        "images_per_call": per_call,
+        "num_params": self.program.num_params,
+        "flops_per_step": flops,
+        "flops_lower_bound": has_loops(self.compiled),
+        "bytes_accessed_per_step": float(cost["bytes accessed"]) if "bytes accessed" in cost else None,
+        "achieved_tflops": flops * steps_per_s["median"] / 1e12 if flops else None,
+        "memory": memory_sizes(self.compiled),
+        "device_peak_bytes_in_use": _device_peak_bytes(),
+        "peak_tflops": peak,
+        "mfu": flops * steps_per_s["median"] / (peak * 1e12) if flops and peak else None,
+    }
+    if self.program.carry:
+      metrics = jax.device_get(self.out[1])
+      loss = metrics.get("loss") if isinstance(metrics, dict) else None
+      result["final_loss_finite"] = None if loss is None else bool(np.all(np.isfinite(loss)))
+    return result
+
+
+def _check_counts(steps: int, repeats: int, warmup: int) -> None:
+  if steps < 1 or repeats < 1 or warmup < 0:
+    raise ValueError(f"need steps >= 1, repeats >= 1, warmup >= 0; got {steps}, {repeats}, {warmup}.")
+
+
 def measure(program: Program, *, steps: int, repeats: int, warmup: int,
             peak: Optional[float] = None) -> dict[str, Any]:
   """Compiles ``program`` (timed), runs warm-up calls, then ``repeats`` x ``steps`` timed calls.
@@ -455,69 +516,36 @@ def measure(program: Program, *, steps: int, repeats: int, warmup: int,
   FLOPs per call (per device, from XLA's cost analysis), memory sizes and, when ``peak``
   (TFLOP/s per device) is known, MFU = FLOPs * steps/s / peak.
   """
-  if steps < 1 or repeats < 1 or warmup < 0:
-    raise ValueError(f"need steps >= 1, repeats >= 1, warmup >= 0; got {steps}, {repeats}, {warmup}.")
-  start = time.perf_counter()
-  lowered = program.fn.lower(*program.args)
-  lowered_at = time.perf_counter()
-  compiled = lowered.compile()
-  compiled_at = time.perf_counter()
+  _check_counts(steps, repeats, warmup)
+  runner = Runner(program)
+  runner.warmup(warmup)
+  return runner.result([runner.time(steps) for _ in range(repeats)], steps, peak)
 
-  args = list(program.args)
-  calls = 0
 
-  def call():
-    nonlocal calls
-    args[-1] = program.keys[calls % len(program.keys)]
-    calls += 1
-    out = compiled(*args)
-    if program.carry:
-      args[0] = out[0]
-    return out
+def time_interleaved(timers: dict[str, Callable[[int], float]], *, steps: int,
+                     repeats: int) -> dict[str, list[float]]:
+  """Round-robin timings (steps/s) of warm timers: repeat r times every timer once.
 
-  out = None
-  first = time.perf_counter()
-  for _ in range(max(warmup, 1)):  # at least one call, so the first timing is warm
-    out = call()
-  jax.block_until_ready(out)
-  warm_s = time.perf_counter() - first
-
-  rates = []
+  On a shared machine whose load drifts, neighbours in time see the same load, so ratios
+  of interleaved medians are far steadier than those of back-to-back runs.
+  """
+  rates: dict[str, list[float]] = {name: [] for name in timers}
   for _ in range(repeats):
-    t0 = time.perf_counter()
-    for _ in range(steps):
-      out = call()
-    jax.block_until_ready(out)
-    rates.append(steps / (time.perf_counter() - t0))
+    for name, timer in timers.items():
+      rates[name].append(timer(steps))
+  return rates
 
-  cost = _cost(compiled)
-  flops = float(cost["flops"]) if cost.get("flops", 0) > 0 else None
-  loops = has_loops(compiled)
-  steps_per_s = _spread(rates)
-  result = {
-      "lower_s": lowered_at - start,
-      "compile_s": compiled_at - lowered_at,
-      "warmup_calls": max(warmup, 1), "warmup_s": warm_s,
-      "steps": steps, "repeats": repeats,
-      "steps_per_s": steps_per_s,
-      "images_per_s": {k: v * program.images_per_call for k, v in steps_per_s.items()},
-      "step_ms_median": 1000.0 / steps_per_s["median"],
-      "images_per_call": program.images_per_call,
-      "num_params": program.num_params,
-      "flops_per_step": flops,
-      "flops_lower_bound": loops,  # see has_loops
-      "bytes_accessed_per_step": float(cost["bytes accessed"]) if "bytes accessed" in cost else None,
-      "achieved_tflops": flops * steps_per_s["median"] / 1e12 if flops else None,
-      "memory": memory_sizes(compiled),
-      "device_peak_bytes_in_use": _device_peak_bytes(),
-      "peak_tflops": peak,
-      "mfu": flops * steps_per_s["median"] / (peak * 1e12) if flops and peak else None,
-  }
-  if program.carry:
-    metrics = jax.device_get(out[1])
-    loss = metrics.get("loss") if isinstance(metrics, dict) else None
-    result["final_loss_finite"] = None if loss is None else bool(np.all(np.isfinite(loss)))
-  return result
+
+def measure_interleaved(programs: dict[str, Program], *, steps: int, repeats: int, warmup: int,
+                        peak: Optional[float] = None) -> dict[str, dict[str, Any]]:
+  """:func:`measure` for several programs, compiled and warmed first, then timed round-robin."""
+  _check_counts(steps, repeats, warmup)
+  runners = {name: Runner(program) for name, program in programs.items()}
+  for runner in runners.values():
+    runner.warmup(warmup)
+  rates = time_interleaved({name: r.time for name, r in runners.items()}, steps=steps, repeats=repeats)
+  return {name: {**r.result(rates[name], steps, peak), "interleaved_with": sorted(set(runners) - {name})}
+          for name, r in runners.items()}
 
 
 # ------------------------------------------------------------------------------ formatting

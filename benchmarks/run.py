@@ -43,6 +43,9 @@ flags.DEFINE_multi_string("set", [], "Extra override key.path=value (repeatable)
 flags.DEFINE_integer("steps", 10, "Timed steps per repeat.")
 flags.DEFINE_integer("repeats", 3, "Timed repeats; the median is reported.")
 flags.DEFINE_integer("warmup", 2, "Untimed steps after compilation.")
+flags.DEFINE_bool("interleave", False, "Per dtype and batch size, compile all models first, then "
+                  "time them round-robin (steadier ratios on a machine with drifting load; needs "
+                  "memory for all of them at once).")
 flags.DEFINE_float("peak_tflops", None, "Peak TFLOP/s of one device for MFU; default: the "
                    "dense bf16 peak of a known device kind, else no MFU.")
 flags.DEFINE_string("output", None, "JSON file for the results.")
@@ -72,15 +75,15 @@ def _not_available(record: dict[str, Any], reason: str) -> dict[str, Any]:
   return record
 
 
-def benchmark(spec: registry.Spec, batch_size: Optional[int], compute_dtype: str, *,
-              image_size: Optional[int] = None, width_scale: float = 1.0,
-              sets: Sequence[tuple[str, Any]] = (), steps: int = 10, repeats: int = 3,
-              warmup: int = 2, peak_tflops: Optional[float] = None) -> dict[str, Any]:
-  """Builds and times one program; never raises for a model that cannot be built or run.
+def prepare(spec: registry.Spec, batch_size: Optional[int], compute_dtype: str, *,
+            image_size: Optional[int] = None, width_scale: float = 1.0,
+            sets: Sequence[tuple[str, Any]] = (), num_keys: int = 16
+            ) -> tuple[dict[str, Any], Optional[harness.Program]]:
+  """Builds one program (not yet compiled); never raises for a model that cannot be built.
 
-  Returns a record with ``status`` 'ok', 'not available' (config/task missing or not
-  buildable at these settings) or 'failed' (built, but compiling or running raised), and
-  ``reason`` for the latter two.
+  Returns (record, program): the record describes the settings and, when the program is
+  None, has ``status`` 'not available' (config/task missing or not buildable at these
+  settings) or 'failed' (built, but its state or batch could not be made), with ``reason``.
   """
   from jaxpaint import parallel  # noqa: PLC0415
   record: dict[str, Any] = {"model": spec.name, "description": spec.description,
@@ -89,9 +92,9 @@ def benchmark(spec: registry.Spec, batch_size: Optional[int], compute_dtype: str
   try:
     raw = harness.load_config(spec.config_file)
   except FileNotFoundError:
-    return _not_available(record, f"configs/{spec.config_file} does not exist")
+    return _not_available(record, f"configs/{spec.config_file} does not exist"), None
   except Exception as e:  # noqa: BLE001 (a config another helper is still writing)
-    return _not_available(record, f"configs/{spec.config_file} fails to load: {_short(e)}")
+    return _not_available(record, f"configs/{spec.config_file} fails to load: {_short(e)}"), None
 
   settings = harness.Settings(batch_size=batch_size, image_size=image_size,
                               compute_dtype=compute_dtype, width_scale=width_scale,
@@ -102,16 +105,16 @@ def benchmark(spec: registry.Spec, batch_size: Optional[int], compute_dtype: str
       stages = tuple(raw.get("stages") or ())
       if spec.stage not in stages:
         return _not_available(record, f"configs/{spec.config_file} has no stage {spec.stage!r} "
-                              f"(config.stages={stages})")
+                              f"(config.stages={stages})"), None
       for name in stages[:stages.index(spec.stage)]:
         earlier.append((name, harness.apply_settings(harness.stage_config(raw, name), settings)[0]))
       raw = harness.stage_config(raw, spec.stage)
     config, changes = harness.apply_settings(raw, settings)
   except Exception as e:  # noqa: BLE001
-    return _not_available(record, f"cannot apply the settings: {_short(e)}")
+    return _not_available(record, f"cannot apply the settings: {_short(e)}"), None
   missing = [key for key, _ in spec.sets if not harness.has_key(config, key)]
   if missing:
-    return _not_available(record, f"configs/{spec.config_file} has no {missing} to make this variant")
+    return _not_available(record, f"configs/{spec.config_file} has no {missing} to make this variant"), None
   record.update(batch_size=config.batch_size, image_size=config.image_size, changes=changes,
                 model_config=config.model.to_dict())
 
@@ -121,26 +124,80 @@ def benchmark(spec: registry.Spec, batch_size: Optional[int], compute_dtype: str
     task = harness.build_task(config, mesh, earlier)
   except ModuleNotFoundError as e:
     return _not_available(record, f"{e.name} does not exist yet (task for "
-                          f"config.model.name={config.model.get('name')!r})")
+                          f"config.model.name={config.model.get('name')!r})"), None
   except Exception as e:  # noqa: BLE001
-    return _not_available(record, f"task does not build at these settings: {_short(e)}")
+    return _not_available(record, f"task does not build at these settings: {_short(e)}"), None
 
   try:
     make = harness.train_program if spec.program == "train" else harness.inpaint_program
-    program = make(task, config, mesh, num_keys=steps * repeats + warmup + 1)
-    record.update(harness.measure(program, steps=steps, repeats=repeats, warmup=warmup,
-                                  peak=peak_tflops))
-    record["status"] = "ok"
+    return record, make(task, config, mesh, num_keys=num_keys)
   except Exception as e:  # noqa: BLE001
     record.update(status="failed", reason=_short(e), traceback=traceback.format_exc()[-3000:])
+    return record, None
+
+
+def mark_failed(record: dict[str, Any], error: BaseException) -> dict[str, Any]:
+  record.update(status="failed", reason=_short(error), traceback=traceback.format_exc()[-3000:])
+  return record
+
+
+def benchmark(spec: registry.Spec, batch_size: Optional[int], compute_dtype: str, *,
+              image_size: Optional[int] = None, width_scale: float = 1.0,
+              sets: Sequence[tuple[str, Any]] = (), steps: int = 10, repeats: int = 3,
+              warmup: int = 2, peak_tflops: Optional[float] = None) -> dict[str, Any]:
+  """Builds and times one program (:func:`prepare`, :func:`harness.measure`); never raises
+  for a model that cannot be built or run: the record's ``status`` says what happened."""
+  record, program = prepare(spec, batch_size, compute_dtype, image_size=image_size,
+                            width_scale=width_scale, sets=sets, num_keys=steps * repeats + warmup + 1)
+  if program is None:
+    return record
+  try:
+    record.update(harness.measure(program, steps=steps, repeats=repeats, warmup=warmup,
+                                  peak=peak_tflops), status="ok")
+  except Exception as e:  # noqa: BLE001
+    mark_failed(record, e)
   finally:
+    del program
     gc.collect()
   return record
 
 
+def benchmark_interleaved(specs: Sequence[registry.Spec], batch_size: Optional[int], compute_dtype: str,
+                          *, steps: int = 10, repeats: int = 3, warmup: int = 2,
+                          peak_tflops: Optional[float] = None, **kwargs) -> list[dict[str, Any]]:
+  """Like :func:`benchmark` for several models at one setting, timed round-robin
+  (:func:`harness.measure_interleaved`): steadier ratios on a machine with drifting load."""
+  records, programs = [], {}
+  for spec in specs:
+    record, program = prepare(spec, batch_size, compute_dtype, num_keys=steps * repeats + warmup + 1,
+                              **kwargs)
+    records.append(record)
+    if program is not None:
+      programs[spec.name] = program
+  try:
+    measured = harness.measure_interleaved(programs, steps=steps, repeats=repeats, warmup=warmup,
+                                           peak=peak_tflops)
+    for record in records:
+      if record["model"] in measured:
+        record.update(measured[record["model"]], status="ok")
+  except Exception as e:  # noqa: BLE001
+    for record in records:
+      if record["model"] in programs:
+        mark_failed(record, e)
+  finally:
+    programs.clear()
+    gc.collect()
+  return records
+
+
 def run_all(model_names: Sequence[str], batch_sizes: Sequence[Optional[int]],
-            compute_dtypes: Sequence[str], *, log=print, **kwargs) -> list[dict[str, Any]]:
-  """:func:`benchmark` for every model x compute dtype x batch size, logging one line each."""
+            compute_dtypes: Sequence[str], *, interleave: bool = False, log=print,
+            **kwargs) -> list[dict[str, Any]]:
+  """:func:`benchmark` for every model x compute dtype x batch size, logging one line each.
+
+  ``interleave``: per compute dtype and batch size, all models are compiled first and then
+  timed round-robin (:func:`benchmark_interleaved`).
+  """
   unknown = [m for m in model_names if m not in registry.BY_NAME]
   if unknown:
     raise ValueError(f"unknown --models {unknown}; choose from {sorted(registry.BY_NAME)}.")
@@ -148,6 +205,14 @@ def run_all(model_names: Sequence[str], batch_sizes: Sequence[Optional[int]],
     if dtype not in ("float32", "bfloat16"):
       raise ValueError(f"--compute_dtypes entry {dtype!r}; use float32 and/or bfloat16.")
   results = []
+  if interleave:
+    for dtype in compute_dtypes:
+      for batch in batch_sizes:
+        for record in benchmark_interleaved([registry.BY_NAME[n] for n in model_names], batch, dtype,
+                                            **kwargs):
+          results.append(record)
+          log(one_line(record))
+    return results
   for name in model_names:
     for dtype in compute_dtypes:
       for batch in batch_sizes:
@@ -255,7 +320,8 @@ def main(argv: list[str]) -> None:
                 sets=harness.parse_sets(FLAGS.set), steps=FLAGS.steps, repeats=FLAGS.repeats,
                 warmup=FLAGS.warmup, peak_tflops=peak)
   log = lambda line: print(line, flush=True)
-  results = run_all(FLAGS.models, batch_sizes, FLAGS.compute_dtypes, log=log, **kwargs)
+  results = run_all(FLAGS.models, batch_sizes, FLAGS.compute_dtypes, interleave=FLAGS.interleave,
+                    log=log, **kwargs)
   comp = comparisons(results)
   out: dict[str, Any] = {
       "environment": env,
@@ -298,7 +364,7 @@ def main(argv: list[str]) -> None:
 
 
 _FLAG_NAMES = ("models", "batch_sizes", "image_size", "compute_dtypes", "width_scale", "set", "steps",
-               "repeats", "warmup", "peak_tflops", "output", "input_pipeline", "pipeline_config",
+               "repeats", "warmup", "interleave", "peak_tflops", "output", "input_pipeline", "pipeline_config",
                "pipeline_sources", "pipeline_batches", "worker_count", "tfds_data_dir", "torch_peers",
                "torch_models", "torch_compile")
 

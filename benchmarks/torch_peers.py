@@ -25,8 +25,8 @@ is imported lazily; install it with ``pip install torch`` (it is not a jaxpaint 
 ``torch.compile`` is tried on the networks; a failure is reported, not raised.
 """
 
+import gc
 import math
-import os
 import statistics
 import time
 import traceback
@@ -167,7 +167,8 @@ def pix2pix_step_fn(torch, config, device, dtype: str, compile_models: bool):
   generator, discriminator = build_pix2pix(torch, channels, m.num_downs, m.base_features,
                                            m.d_base_features, m.d_layers, m.dropout_rate)
   generator, discriminator = generator.to(device).train(), discriminator.to(device).train()
-  opt_g = torch.optim.Adam(generator.parameters(), lr=2e-4, betas=(0.5, 0.999))
+  g_params = list(generator.parameters())
+  opt_g = torch.optim.Adam(g_params, lr=2e-4, betas=(0.5, 0.999))
   opt_d = torch.optim.Adam(discriminator.parameters(), lr=2e-4, betas=(0.5, 0.999))
   g_fn, d_fn = generator, discriminator
   if compile_models:
@@ -187,21 +188,20 @@ def pix2pix_step_fn(torch, config, device, dtype: str, compile_models: bool):
       raw = g_fn(real, masks)
       fake = masks * real + (1 - masks) * raw.float()
       # D update: fake detached, then real (two calls, as pix2pix).
-      for p in discriminator.parameters():
-        p.requires_grad_(True)
       pred_fake = d_fn(torch.cat([condition, fake.detach()], 1)).float()
       pred_real = d_fn(torch.cat([condition, real], 1)).float()
       loss_d = 0.5 * (bce(pred_fake, torch.zeros_like(pred_fake)) + bce(pred_real, torch.ones_like(pred_real)))
     opt_d.zero_grad(set_to_none=True)
     loss_d.backward()
     opt_d.step()
-    for p in discriminator.parameters():
-      p.requires_grad_(False)
     with autocast():
       pred = d_fn(torch.cat([condition, fake], 1)).float()
       loss_g = bce(pred, torch.ones_like(pred)) + lambda_l1 * F.l1_loss(raw.float(), real)
     opt_g.zero_grad(set_to_none=True)
-    loss_g.backward()
+    # Gradients for G only, without D's weight gradients: what pix2pix's
+    # set_requires_grad(netD, False) achieves, but without flipping requires_grad, which
+    # would invalidate torch.compile's guards and recompile D at every step.
+    loss_g.backward(inputs=g_params)
     opt_g.step()
     return loss_g
 
@@ -323,28 +323,34 @@ def _sync(torch, device) -> None:
     torch.cuda.synchronize(device)
 
 
-def time_torch(torch, step: Callable[[], Any], device, *, steps: int, repeats: int, warmup: int,
-               images_per_step: int) -> dict[str, Any]:
-  """First call (includes torch.compile's compilation) timed alone, then like harness.measure."""
-  t0 = time.perf_counter()
-  step()
-  _sync(torch, device)
-  first_s = time.perf_counter() - t0
-  for _ in range(warmup):
-    loss = step()
-  _sync(torch, device)
-  rates = []
-  for _ in range(repeats):
-    t0 = time.perf_counter()
-    for _ in range(steps):
-      loss = step()
+class TorchTimer:
+  """A PyTorch step: the first call (torch.compile's compilation) timed alone, then warm-up."""
+
+  def __init__(self, torch, step: Callable[[], Any], device, warmup: int):
+    self.torch, self.step, self.device = torch, step, device
+    start = time.perf_counter()
+    self.loss = step()
     _sync(torch, device)
-    rates.append(steps / (time.perf_counter() - t0))
-  median = statistics.median(rates)
-  return {"first_call_s": first_s, "steps_per_s": {"median": median, "min": min(rates), "max": max(rates)},
-          "images_per_s": {"median": median * images_per_step, "min": min(rates) * images_per_step,
-                           "max": max(rates) * images_per_step},
-          "step_ms_median": 1000.0 / median, "final_loss_finite": bool(math.isfinite(float(loss.detach())))}
+    self.first_call_s = time.perf_counter() - start
+    for _ in range(warmup):
+      self.loss = step()
+    _sync(torch, device)
+
+  def time(self, steps: int) -> float:
+    start = time.perf_counter()
+    for _ in range(steps):
+      self.loss = self.step()
+    _sync(self.torch, self.device)
+    return steps / (time.perf_counter() - start)
+
+  def result(self, rates: Sequence[float], images_per_step: int) -> dict[str, Any]:
+    median = statistics.median(rates)
+    return {"first_call_s": self.first_call_s,
+            "steps_per_s": {"median": median, "min": min(rates), "max": max(rates)},
+            "images_per_s": {"median": median * images_per_step, "min": min(rates) * images_per_step,
+                             "max": max(rates) * images_per_step},
+            "step_ms_median": 1000.0 / median,
+            "final_loss_finite": bool(math.isfinite(float(self.loss.detach())))}
 
 
 # ----------------------------------------------------------------------------- comparisons
@@ -366,13 +372,15 @@ def compare(models: Sequence[str], batch_sizes: Sequence[Optional[int]], compute
             image_size: Optional[int] = None, width_scale: float = 1.0, steps: int = 10,
             repeats: int = 3, warmup: int = 2, compile_models: bool = True,
             peak_tflops: Optional[float] = None, log: Callable[[str], None] = print) -> dict[str, Any]:
-  """For each model x dtype x batch: jaxpaint's step, the PyTorch peer eager and compiled.
+  """For each model x dtype x batch: jaxpaint's step and the PyTorch peer, eager and compiled.
 
+  The three are built and warmed first, then timed round-robin
+  (:func:`benchmarks.harness.time_interleaved`), so they see the same machine load.
   Returns {"torch": version info, "results": [...]}; each result holds the jaxpaint record
-  (from :func:`benchmarks.run.benchmark`), the peers' timings or failures, and the ratios
-  jaxpaint images/s / peer images/s.
+  (as :func:`benchmarks.run.benchmark` makes it), the peers' timings or failures, and the
+  ratios jaxpaint images/s / peer images/s.
   """
-  from benchmarks import registry  # noqa: PLC0415
+  from benchmarks import harness, registry  # noqa: PLC0415
   from benchmarks import run as run_lib  # noqa: PLC0415
   unknown = sorted(set(models) - set(PEER_MODELS))
   if unknown:
@@ -383,6 +391,7 @@ def compare(models: Sequence[str], batch_sizes: Sequence[Optional[int]], compute
           "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"}
   if device.type == "cuda":
     torch.backends.cudnn.benchmark = True
+  modes = ("eager", "compiled") if compile_models else ("eager",)
   results = []
   for model in models:
     base_spec = registry.BY_NAME[model]
@@ -391,39 +400,56 @@ def compare(models: Sequence[str], batch_sizes: Sequence[Optional[int]], compute
         config_size = image_size or harness_image_size(base_spec)
         spec = registry.Spec(f"{model}_vs_torch", base_spec.config_file, base_spec.description,
                              sets=jaxpaint_sets(model, config_size))
-        record = run_lib.benchmark(spec, batch, dtype, image_size=image_size, width_scale=width_scale,
-                                   steps=steps, repeats=repeats, warmup=warmup, peak_tflops=peak_tflops)
+        record, program = run_lib.prepare(spec, batch, dtype, image_size=image_size,
+                                          width_scale=width_scale, num_keys=steps * repeats + warmup + 1)
         entry: dict[str, Any] = {"model": model, "compute_dtype": dtype, "jaxpaint": record}
         results.append(entry)
-        if record["status"] != "ok":
+        if program is None:
           log(f"torch peer {model} [{dtype}, batch {batch}]: jaxpaint side {record['status']}: "
               f"{record['reason']}")
           continue
         config = _config_for_peer(record)
         entry.update(batch_size=config.batch_size, image_size=config.image_size)
+        try:
+          runner = harness.Runner(program)
+          runner.warmup(warmup)
+        except Exception as e:  # noqa: BLE001
+          run_lib.mark_failed(record, e)
+          log(f"torch peer {model} [{dtype}, batch {batch}]: jaxpaint side failed: {record['reason']}")
+          continue
+        timers = {"jaxpaint": runner.time}
+        peers = {}
         make = pix2pix_step_fn if model == "pix2pix" else pconv_step_fn
-        for mode in ("eager", "compiled") if compile_models else ("eager",):
+        for mode in modes:
+          torch._dynamo.reset()  # no graphs (or dynamic-shape guesses) from another batch size
           torch.manual_seed(0)
           try:
-            step = make(torch, config, device, dtype, compile_models=mode == "compiled")
-            timing = time_torch(torch, step, device, steps=steps, repeats=repeats, warmup=warmup,
-                                images_per_step=config.batch_size)
-            timing["status"] = "ok"
-            timing["jaxpaint_over_peer"] = (record["images_per_s"]["median"] / timing["images_per_s"]["median"])
+            peers[mode] = TorchTimer(torch, make(torch, config, device, dtype, compile_models=mode == "compiled"),
+                                     device, warmup)
+            timers[mode] = peers[mode].time
           except Exception as e:  # noqa: BLE001 (torch.compile may fail on a platform)
-            timing = {"status": "failed", "reason": f"{type(e).__name__}: {e}".splitlines()[0][:300],
-                      "traceback": traceback.format_exc()[-2000:]}
+            entry[f"torch_{mode}"] = {"status": "failed",
+                                      "reason": f"{type(e).__name__}: {e}".splitlines()[0][:300],
+                                      "traceback": traceback.format_exc()[-2000:]}
+            log(f"torch peer {model} [{dtype}, batch {config.batch_size}] {mode}: failed: "
+                f"{entry[f'torch_{mode}']['reason']}")
+        rates = harness.time_interleaved(timers, steps=steps, repeats=repeats)
+        record.update(runner.result(rates["jaxpaint"], steps, peak_tflops), status="ok",
+                      interleaved_with=[f"torch_{m}" for m in peers])
+        jax_rate = record["images_per_s"]["median"]
+        for mode, timer in peers.items():
+          timing = {**timer.result(rates[mode], config.batch_size), "status": "ok"}
+          timing["jaxpaint_over_peer"] = jax_rate / timing["images_per_s"]["median"]
           entry[f"torch_{mode}"] = timing
-          if timing["status"] == "ok":
-            log(f"torch peer {model} [{dtype}, batch {config.batch_size}, {config.image_size}px] {mode}: "
-                f"{timing['images_per_s']['median']:.3g} images/s (first call {timing['first_call_s']:.1f} s); "
-                f"jaxpaint {record['images_per_s']['median']:.3g} images/s -> "
-                f"jaxpaint/peer = {timing['jaxpaint_over_peer']:.2f}")
-          else:
-            log(f"torch peer {model} [{dtype}, batch {config.batch_size}] {mode}: failed: {timing['reason']}")
+          log(f"torch peer {model} [{dtype}, batch {config.batch_size}, {config.image_size}px] {mode}: "
+              f"{timing['images_per_s']['median']:.3g} images/s (first call {timing['first_call_s']:.1f} s); "
+              f"jaxpaint {jax_rate:.3g} images/s -> jaxpaint/peer = {timing['jaxpaint_over_peer']:.2f}")
+        del runner, timers, peers, program
+        gc.collect()
   return {"torch": info, "results": results,
           "note": "jaxpaint_over_peer = jaxpaint images/s / PyTorch images/s (same model, shapes, "
-                  "batch, precision, masks; > 1 means jaxpaint is faster)."}
+                  "batch, precision, masks; > 1 means jaxpaint is faster). The three programs are "
+                  "timed round-robin, repeat by repeat."}
 
 
 def harness_image_size(spec) -> int:

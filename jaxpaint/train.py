@@ -24,6 +24,7 @@ from clu import metric_writers, parameter_overview, periodic_actions
 from ml_collections import config_flags
 
 from jaxpaint import checkpointing, data, evaluation, optim, parallel, steps
+from jaxpaint.stages import stage_config
 from jaxpaint import images as image_lib
 from jaxpaint import masks as mask_lib
 
@@ -94,19 +95,6 @@ def _mean_metrics(history: list[dict[str, jax.Array]]) -> dict[str, float]:
 def _save_config(config: ml_collections.ConfigDict, workdir: str) -> None:
   with open(os.path.join(workdir, "config.json"), "w") as f:
     f.write(config.to_json_best_effort(indent=2, sort_keys=True))
-
-
-def stage_config(config: ml_collections.ConfigDict, stage: str) -> ml_collections.ConfigDict:
-  """``config`` with ``config.stage_overrides[stage]`` applied (a flat or nested dict)."""
-  stage_cfg = ml_collections.ConfigDict(config.to_dict())
-  overrides = config.get("stage_overrides", {}).get(stage, {})
-  for key, value in ml_collections.ConfigDict(overrides).items():
-    if isinstance(value, ml_collections.ConfigDict) and key in stage_cfg:
-      stage_cfg[key].update(value.to_dict())
-    else:
-      stage_cfg[key] = value
-  stage_cfg.stage = stage
-  return stage_cfg
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:

@@ -59,6 +59,7 @@ import optax
 
 from jaxpaint import images as image_lib
 from jaxpaint import latent_search as search_lib
+from jaxpaint.stages import stage_config
 from jaxpaint.models import dcgan
 from jaxpaint.models import refiner as refiner_lib
 from jaxpaint.steps import adversarial, base
@@ -401,21 +402,7 @@ def _check_stages(config: ml_collections.ConfigDict) -> None:
   if unknown or "gan" not in stages or ("refiner" in stages and stages.index("refiner") < stages.index("gan")):
     raise ValueError(f"config.stages={stages}: the LSGAN stages are {STAGES}, 'gan' first.")
   for stage in stages:
-    check_config(_with_overrides(config, stage))
-
-
-def _with_overrides(config: ml_collections.ConfigDict, stage: str) -> ml_collections.ConfigDict:
-  """``config`` with ``stage_overrides[stage]`` applied as the driver's ``stage_config`` does.
-
-  (Importing the driver here would define its flags twice under ``python -m jaxpaint.train``.)
-  """
-  out = ml_collections.ConfigDict(config.to_dict())
-  for key, value in ml_collections.ConfigDict(config.get("stage_overrides", {}).get(stage, {})).items():
-    if isinstance(value, ml_collections.ConfigDict) and key in out:
-      out[key].update(value.to_dict())
-    else:
-      out[key] = value
-  return out
+    check_config(stage_config(config, stage))
 
 
 def _modules(config: ml_collections.ConfigDict, channels: int):
