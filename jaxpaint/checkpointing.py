@@ -5,6 +5,7 @@ from typing import Any
 
 import grain
 import jax
+import jax.numpy as jnp
 import numpy as np
 import orbax.checkpoint as ocp
 from absl import logging
@@ -73,6 +74,24 @@ class Checkpointer:
 
   def close(self) -> None:
     self._manager.close()
+
+
+def restore_newest(task: Any, config: Any, channels: int, directory: str, mesh: Any) -> tuple[Any, int]:
+  """``task``'s newest checkpoint in ``directory``, replicated on ``mesh``; (state, step).
+
+  The state's structure comes from ``jax.eval_shape`` of ``task.init_state``: nothing is
+  initialised only to be overwritten. Step 0 (and an abstract state) when there is none.
+  """
+  shape = (config.batch_size, config.image_size, config.image_size, channels)
+  abstract = jax.eval_shape(task.init_state, jax.random.key(config.seed), jax.ShapeDtypeStruct(shape, jnp.float32))
+  replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
+  state = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=replicated), abstract)
+  ckpt = Checkpointer(directory, max_to_keep=config.keep_checkpoints,
+                      save_interval_steps=config.checkpoint_every_steps)
+  try:
+    return ckpt.restore(state, None)
+  finally:
+    ckpt.close()
 
 
 def _path_name(path) -> str:

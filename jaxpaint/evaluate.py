@@ -25,7 +25,6 @@ import re
 from typing import Any, Sequence
 
 import jax
-import jax.numpy as jnp
 import ml_collections
 import numpy as np
 from absl import app, flags, logging
@@ -122,19 +121,9 @@ def restore(stage: Stage, previous: dict[str, Any], mesh, require_finished: bool
   """(task, state, step) of a stage's newest checkpoint, the state replicated on ``mesh``."""
   config = stage.config
   directory = _checkpoint_dir(stage)
-  task = steps.build_task(config, data.num_channels(config), previous=previous)
-  shape = (config.batch_size, config.image_size, config.image_size, data.num_channels(config))
-  # The checkpoint is restored into this structure: shapes only, nothing is initialised.
-  abstract = jax.eval_shape(task.init_state, jax.random.key(config.seed),
-                            jax.ShapeDtypeStruct(shape, jnp.float32))
-  repl = parallel.replicated(mesh)
-  state = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=repl), abstract)
-  ckpt = checkpointing.Checkpointer(directory, max_to_keep=config.keep_checkpoints,
-                                    save_interval_steps=config.checkpoint_every_steps)
-  try:
-    state, step = ckpt.restore(state, None)
-  finally:
-    ckpt.close()
+  channels = data.num_channels(config)
+  task = steps.build_task(config, channels, previous=previous)
+  state, step = checkpointing.restore_newest(task, config, channels, directory, mesh)
   if require_finished and step < config.num_train_steps:
     raise ValueError(f"Stage {config.get('stage')!r} in {stage.directory!r} is not finished "
                      f"({step} of {config.num_train_steps} steps); finish it first.")

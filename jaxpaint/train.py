@@ -141,13 +141,10 @@ def _train_stages(config: ml_collections.ConfigDict, workdir: str, stop_requeste
 
 def _load_finished_stage(config: ml_collections.ConfigDict, workdir: str, previous: dict[str, Any]) -> Any:
   """The final state of an earlier stage that this run does not train."""
-  mesh = parallel.create_mesh()
-  task = steps.build_task(config, data.num_channels(config), previous=previous)
-  state = _init_state(task, config, parallel.replicated(mesh))
-  ckpt = checkpointing.Checkpointer(os.path.join(workdir, "checkpoints"), max_to_keep=config.keep_checkpoints,
-                                    save_interval_steps=config.checkpoint_every_steps)
-  state, step = ckpt.restore(state, None)
-  ckpt.close()
+  channels = data.num_channels(config)
+  task = steps.build_task(config, channels, previous=previous)
+  state, step = checkpointing.restore_newest(task, config, channels, os.path.join(workdir, "checkpoints"),
+                                             parallel.create_mesh())
   if step < config.num_train_steps:
     raise ValueError(f"stage {config.stage!r} is not finished ({step} of {config.num_train_steps} steps in "
                      f"{workdir}); run it first, e.g. --config.run_stages={config.stage}")

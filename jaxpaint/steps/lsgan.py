@@ -193,9 +193,6 @@ class SemanticInpainter:
     """
     s = self.settings
     k, n = (s.train_num_candidates, s.train_num_steps) if training else (s.num_candidates, s.num_steps)
-    # Centre masks are compile-time constants; XLA would then constant-fold the importance
-    # weights' 7x7 box sums on the host (~20 s CPU per compile for 64 masks of 64x64).
-    masks = jax.lax.optimization_barrier(masks)
     generate = lambda z: self.generator.apply(gan["generator"], z, train=False)
     discriminate = lambda x: self.discriminator.apply(gan["discriminator"], x, train=False)
     return search_lib.latent_search(
