@@ -114,3 +114,21 @@ def test_refiner_rejects_indivisible_size():
   model = refiner.Refiner(features=(4, 8, 8))
   with pytest.raises(ValueError, match="divisible by 8"):
     model.init(_RNG, jnp.zeros((1, 12, 12, 3)), train=False)
+
+
+@pytest.mark.parametrize("make,inputs", [
+    (lambda dtype: dcgan.Generator(latent_dim=8, image_size=8, base_features=16, dtype=dtype), (3, 8)),
+    (lambda dtype: dcgan.Discriminator(base_features=8, num_layers=2, dtype=dtype), (3, 8, 8, 3)),
+    (lambda dtype: refiner.Refiner(features=(8, 16), dtype=dtype), (3, 8, 8, 3)),
+])
+def test_bfloat16_compute_keeps_float32_params_and_outputs(make, inputs):
+  x = _uniform(inputs)
+  variables = make(jnp.float32).init(_RNG, x, train=False)
+  # The bf16 model has the same (float32) parameters, so one set of variables serves both.
+  assert {v.dtype for v in jax.tree.leaves(make(jnp.bfloat16).init(_RNG, x, train=False))} == {np.dtype("float32")}
+  out32 = make(jnp.float32).apply(variables, x, train=False)
+  out16 = make(jnp.bfloat16).apply(variables, x, train=False)
+  assert out16.dtype == jnp.float32
+  scale = float(jnp.max(jnp.abs(out32)))
+  np.testing.assert_allclose(out16, out32, atol=0.05 * scale)
+  assert not np.array_equal(out16, out32)

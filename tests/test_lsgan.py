@@ -83,7 +83,7 @@ def test_default_command_fails_fast_without_celeba(tmp_path):
     ({"latent_search.optimizer": "sgd"}, "optimizer"),
     ({"latent_search.train_num_candidates": 0}, "train_num_candidates"),
     ({"loss.gan": "hinge"}, "perceptual"),
-    ({"compute_dtype": "bfloat16"}, "float32"),
+    ({"compute_dtype": "float16"}, "compute_dtype"),
     ({"model.latent_distribution": "cauchy"}, "latent_distribution"),
     ({"stage_overrides.refiner.model": {"refiner_features": (4, 8, 16, 32, 64)}}, "refiner_features"),
 ])
@@ -142,6 +142,34 @@ def test_task_inpaint_fits_the_context_within_the_box(tmp_path):
   np.testing.assert_allclose(lsgan_out[~known], raw[~known], atol=1e-5)
   z = task.sample_latents(jax.random.key(4, impl="rbg"), 256)
   assert z.shape == (256, 8) and float(z.min()) >= -1.0 and float(z.max()) <= 1.0 and float(z.std()) > 0.5
+
+
+def test_bfloat16_steps_track_float32(tmp_path):
+  """bf16 compute with float32 master weights: same init, losses within a few percent."""
+  def run(dtype):
+    config = tiny_config(str(tmp_path))
+    config.compute_dtype = dtype
+    gan_config, ref_config = (train.stage_config(config, s) for s in ("gan", "refiner"))
+    gan_task = steps.build_task(gan_config, 3)
+    images = jax.random.uniform(jax.random.key(5, impl="rbg"), (4, SIZE, SIZE, 3), minval=-1, maxval=1)
+    state = gan_task.init_state(jax.random.key(0, impl="rbg"), images)
+    gan_losses = []
+    step = jax.jit(gan_task.train_step)
+    for i in range(3):
+      state, metrics = step(state, images, jax.random.key(10 + i, impl="rbg"))
+      gan_losses.append([float(metrics["d_loss"]), float(metrics["g_loss"])])
+    ref_task = steps.build_task(ref_config, 3, previous={"gan": state})
+    ref_state = ref_task.init_state(jax.random.key(1, impl="rbg"), images)
+    ref_state, ref_metrics = jax.jit(ref_task.train_step)(ref_state, images, jax.random.key(20, impl="rbg"))
+    dtypes = {x.dtype for x in jax.tree.leaves((state.generator.params, ref_state.refiner.params))}
+    return np.array(gan_losses), float(ref_metrics["loss"]), dtypes
+
+  gan32, ref32, dtypes32 = run("float32")
+  gan16, ref16, dtypes16 = run("bfloat16")
+  assert dtypes32 == dtypes16 == {np.dtype("float32")}  # master weights stay float32
+  np.testing.assert_allclose(gan16, gan32, rtol=0.05)
+  assert not np.array_equal(gan16, gan32)  # bf16 really was used
+  assert ref16 == pytest.approx(ref32, rel=0.05) and ref16 != ref32
 
 
 # ---- the staged driver run ----------------------------------------------------------------

@@ -13,8 +13,11 @@ inpaints by searching the generator's latent space (:mod:`jaxpaint.latent_search
   ``log_sigmoid`` to it.
 
 Weights are initialised N(0, 0.02) as in DCGAN; BatchNorm uses DCGAN's momentum 0.9 and
-epsilon 1e-5.
+epsilon 1e-5. ``dtype`` is the compute dtype (bfloat16 for mixed precision); parameters stay
+float32 and both networks return float32, so losses and the latent search's z stay float32.
 """
+
+from typing import Any
 
 import flax.linen as nn
 import jax
@@ -25,8 +28,9 @@ _BN_MOMENTUM = 0.9
 _BN_EPSILON = 1e-5
 
 
-def _batch_norm(train: bool) -> nn.BatchNorm:
-  return nn.BatchNorm(use_running_average=not train, momentum=_BN_MOMENTUM, epsilon=_BN_EPSILON)
+def _batch_norm(train: bool, dtype: Any) -> nn.BatchNorm:
+  return nn.BatchNorm(use_running_average=not train, momentum=_BN_MOMENTUM, epsilon=_BN_EPSILON,
+                      dtype=dtype)
 
 
 def _num_upsamplings(image_size: int) -> int:
@@ -48,6 +52,7 @@ class Generator(nn.Module):
     base_features: features at 4x4; each upsampling halves them (never below 1).
     kernel_size: transposed-conv kernel, 4 (PyTorch DCGAN; divisible by the stride, so
       no checkerboard overlap) or 5 (TF DCGAN, Yeh et al.'s code).
+    dtype: compute dtype; the output is float32.
   """
 
   latent_dim: int = 100
@@ -55,24 +60,26 @@ class Generator(nn.Module):
   channels: int = 3
   base_features: int = 1024
   kernel_size: int = 4
+  dtype: Any = jnp.float32
 
   @nn.compact
   def __call__(self, z: jax.Array, train: bool) -> jax.Array:
     num_up = _num_upsamplings(self.image_size)
     if z.ndim != 2 or z.shape[-1] != self.latent_dim:
       raise ValueError(f"Generator expects z of shape [B, {self.latent_dim}]; got {z.shape}.")
-    x = nn.Dense(4 * 4 * self.base_features, use_bias=False, kernel_init=_KERNEL_INIT)(z)
+    x = nn.Dense(4 * 4 * self.base_features, use_bias=False, kernel_init=_KERNEL_INIT,
+                 dtype=self.dtype)(z)
     x = x.reshape(z.shape[0], 4, 4, self.base_features)
-    x = nn.relu(_batch_norm(train)(x))
+    x = nn.relu(_batch_norm(train, self.dtype)(x))
     k = (self.kernel_size, self.kernel_size)
     for i in range(num_up - 1):
       features = max(self.base_features // 2 ** (i + 1), 1)
       x = nn.ConvTranspose(features, k, strides=(2, 2), padding="SAME", use_bias=False,
-                           kernel_init=_KERNEL_INIT)(x)
-      x = nn.relu(_batch_norm(train)(x))
+                           kernel_init=_KERNEL_INIT, dtype=self.dtype)(x)
+      x = nn.relu(_batch_norm(train, self.dtype)(x))
     x = nn.ConvTranspose(self.channels, k, strides=(2, 2), padding="SAME",
-                         kernel_init=_KERNEL_INIT)(x)
-    return jnp.tanh(x)
+                         kernel_init=_KERNEL_INIT, dtype=self.dtype)(x)
+    return jnp.tanh(x).astype(jnp.float32)
 
 
 class Discriminator(nn.Module):
@@ -82,11 +89,13 @@ class Discriminator(nn.Module):
     base_features: features of the first conv; each later conv doubles them.
     num_layers: number of stride-2 convs (4 in DCGAN: 64x64 -> 4x4).
     kernel_size: conv kernel, 4 or 5.
+    dtype: compute dtype; logits and features are returned as float32.
   """
 
   base_features: int = 64
   num_layers: int = 4
   kernel_size: int = 4
+  dtype: Any = jnp.float32
 
   @nn.compact
   def __call__(self, images: jax.Array, train: bool, return_features: bool = False):
@@ -106,17 +115,17 @@ class Discriminator(nn.Module):
       raise ValueError(f"Discriminator expects images [B, H, W, C]; got shape {images.shape}.")
     if self.num_layers < 1:
       raise ValueError(f"Discriminator num_layers must be >= 1; got {self.num_layers}.")
-    x = images
+    x = images.astype(self.dtype)
     k = (self.kernel_size, self.kernel_size)
     for i in range(self.num_layers):
       # DCGAN: no BatchNorm on the first layer (it would normalise away the input colours).
       x = nn.Conv(self.base_features * 2**i, k, strides=(2, 2), padding="SAME", use_bias=i == 0,
-                  kernel_init=_KERNEL_INIT)(x)
+                  kernel_init=_KERNEL_INIT, dtype=self.dtype)(x)
       if i > 0:
-        x = _batch_norm(train)(x)
+        x = _batch_norm(train, self.dtype)(x)
       x = nn.leaky_relu(x, negative_slope=0.2)
-    features = x
-    logits = nn.Dense(1, kernel_init=_KERNEL_INIT)(x.reshape(x.shape[0], -1))[:, 0]
+    logits = nn.Dense(1, kernel_init=_KERNEL_INIT, dtype=self.dtype)(x.reshape(x.shape[0], -1))
+    logits = logits[:, 0].astype(jnp.float32)
     if return_features:
-      return logits, features
+      return logits, x.astype(jnp.float32)
     return logits

@@ -18,6 +18,7 @@ What the seed states, and how it is reproduced here:
 """
 
 from collections.abc import Sequence
+from typing import Any
 
 import flax.linen as nn
 import jax
@@ -33,11 +34,13 @@ class Refiner(nn.Module):
       (H / 2**L) * (W / 2**L) * features[-1] values (8192 at 64x64 with the default).
     channels: output channels (3 for RGB).
     kernel_size: conv kernel size.
+    dtype: compute dtype (parameters stay float32); the outputs are float32.
   """
 
   features: Sequence[int] = (64, 128, 256, 512)
   channels: int = 3
   kernel_size: int = 3
+  dtype: Any = jnp.float32
 
   @nn.compact
   def __call__(self, images: jax.Array, train: bool, return_bottleneck: bool = False):
@@ -66,11 +69,11 @@ class Refiner(nn.Module):
     k = (self.kernel_size, self.kernel_size)
 
     def conv_bn_relu(x, feats):
-      x = nn.Conv(feats, k, padding="SAME", use_bias=False)(x)
-      x = nn.BatchNorm(use_running_average=not train)(x)
+      x = nn.Conv(feats, k, padding="SAME", use_bias=False, dtype=self.dtype)(x)
+      x = nn.BatchNorm(use_running_average=not train, dtype=self.dtype)(x)
       return nn.relu(x)
 
-    x = images
+    x = images.astype(self.dtype)
     for feats in self.features:
       x = conv_bn_relu(x, feats)
       x = nn.max_pool(x, (2, 2), strides=(2, 2))
@@ -80,8 +83,8 @@ class Refiner(nn.Module):
     for feats in decoder_features:
       x = jnp.repeat(jnp.repeat(x, 2, axis=1), 2, axis=2)  # nearest x2 upsampling
       x = conv_bn_relu(x, feats)
-    x = nn.Conv(self.channels, k, padding="SAME")(x)
-    refined = jnp.tanh(x)
+    x = nn.Conv(self.channels, k, padding="SAME", dtype=self.dtype)(x)
+    refined = jnp.tanh(x).astype(jnp.float32)
     if return_bottleneck:
-      return refined, code
+      return refined, code.astype(jnp.float32)
     return refined

@@ -361,9 +361,7 @@ def check_config(config: ml_collections.ConfigDict) -> SearchSettings:
   """Refuses bad LSGAN settings (model, loss, latent_search) with a ValueError; cheap."""
   from jaxpaint import steps  # noqa: PLC0415
   m = config.model
-  if steps.compute_dtype(config) != jnp.float32:
-    raise ValueError(f"config.compute_dtype={config.compute_dtype!r}: the LSGAN models run in "
-                     "float32 only; set it to 'float32'.")
+  steps.compute_dtype(config)  # refuses an unknown dtype
   size = config.image_size
   if size < 8 or size & (size - 1):
     raise ValueError(f"config.image_size={size}: the DCGAN generator makes power-of-two sizes "
@@ -403,12 +401,13 @@ def _check_stages(config: ml_collections.ConfigDict) -> None:
 
 
 def _modules(config: ml_collections.ConfigDict, channels: int):
-  m = config.model
+  from jaxpaint import steps  # noqa: PLC0415
+  m, dtype = config.model, steps.compute_dtype(config)
   generator = dcgan.Generator(latent_dim=m.latent_dim, image_size=config.image_size,
                               channels=channels, base_features=m.g_base_features,
-                              kernel_size=m.kernel_size)
+                              kernel_size=m.kernel_size, dtype=dtype)
   discriminator = dcgan.Discriminator(base_features=m.d_base_features, num_layers=m.d_layers,
-                                      kernel_size=m.kernel_size)
+                                      kernel_size=m.kernel_size, dtype=dtype)
   return generator, discriminator
 
 
@@ -422,7 +421,7 @@ def build_task(config: ml_collections.ConfigDict, mask_fn: MaskFn, channels: int
                previous: dict) -> base.Task:
   """:class:`LSGANTask` for ``config.stage == 'gan'`` (or no stage), :class:`RefinerTask`
   for ``'refiner'`` (needs ``previous['gan']``, stage 1's final GANState)."""
-  from jaxpaint import optim  # noqa: PLC0415
+  from jaxpaint import optim, steps  # noqa: PLC0415
   stage = config.get("stage") or "gan"
   if stage not in STAGES:
     raise ValueError(f"config.stage={stage!r}; the LSGAN stages are {STAGES}.")
@@ -441,6 +440,7 @@ def build_task(config: ml_collections.ConfigDict, mask_fn: MaskFn, channels: int
                      "was handed over: keep config.stages=('gan', 'refiner') and train the gan "
                      "stage first (--config.run_stages=gan), or run both stages together.")
   refiner = refiner_lib.Refiner(features=tuple(config.model.refiner_features), channels=channels,
-                                kernel_size=config.model.refiner_kernel_size)
+                                kernel_size=config.model.refiner_kernel_size,
+                                dtype=steps.compute_dtype(config))
   return RefinerTask(refiner, optim.create_optimizer(config), mask_fn, inpainter,
                      frozen_gan(previous["gan"]))
