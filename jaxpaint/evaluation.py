@@ -58,7 +58,10 @@ class Evaluator:
                 for name in ("masked_input", *task.eval_outputs)}
       return scores, mask_lib.hole_ratio(masks), outputs, masks, images
 
-    self._eval_step = jax.jit(eval_step, in_shardings=(repl, self.batch_sharding, None))
+    # Replicated outputs: every process can read the scores and the grid (on several hosts a
+    # batch-sharded result would span devices this process cannot fetch).
+    self._eval_step = jax.jit(eval_step, in_shardings=(repl, self.batch_sharding, None),
+                              out_shardings=repl)
 
   def run(self, state: Any, step: int, writer=None, workdir: str | None = None) -> dict[str, Any]:
     """Evaluates all batches; writes scalars, ``eval/step_N.json`` and ``images/step_N.png``."""

@@ -28,10 +28,21 @@ def _launched_as_cluster() -> bool:
 
 
 def maybe_initialize_distributed() -> None:
-  """Joins the multi-host job when a launcher (SLURM, MPI, TPU pod, coordinator env) set one up."""
-  if _launched_as_cluster() and not jax.distributed.is_initialized():
-    jax.distributed.initialize()
-    logging.info("jax.distributed: process %d of %d", jax.process_index(), jax.process_count())
+  """Joins the multi-host job when a launcher (SLURM, MPI, TPU pod) set one up, or when the
+  environment names it: ``JAX_COORDINATOR_ADDRESS`` (host:port of process 0) together with
+  ``JAX_NUM_PROCESSES`` and ``JAX_PROCESS_ID``."""
+  if not _launched_as_cluster() or jax.distributed.is_initialized():
+    return
+  explicit = {arg: int(os.environ[name]) for name, arg in
+              (("JAX_NUM_PROCESSES", "num_processes"), ("JAX_PROCESS_ID", "process_id"))
+              if os.environ.get(name)}
+  try:
+    jax.distributed.initialize(**explicit)
+  except ValueError as e:
+    raise ValueError(f"Cannot join the multi-host job ({e}). Outside SLURM, MPI and TPU pods, set "
+                     "JAX_COORDINATOR_ADDRESS=host:port, JAX_NUM_PROCESSES and JAX_PROCESS_ID in "
+                     "every process.") from e
+  logging.info("jax.distributed: process %d of %d", jax.process_index(), jax.process_count())
 
 
 def create_mesh() -> Mesh:
