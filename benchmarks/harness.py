@@ -229,11 +229,15 @@ def git_commit() -> str:
 def environment(argv: Optional[Sequence[str]] = None) -> dict[str, Any]:
   """What a result file needs to be reproduced: device, versions, commit, command line."""
   import flax  # noqa: PLC0415
-  head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True).stdout.strip()
+  try:  # the copy on a remote machine may have no .git, or no git
+    head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True,
+                          timeout=20).stdout.strip()
+  except (OSError, subprocess.SubprocessError):
+    head = ""
   return {
       **device_summary(),
       "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-      "jax": jax.__version__, "jaxlib": getattr(jax.lib, "__version__", None) or _jaxlib_version(),
+      "jax": jax.__version__, "jaxlib": _jaxlib_version(),
       "flax": flax.__version__, "python": platform.python_version(),
       "host": platform.node(), "cpu_count": os.cpu_count(),
       "git_commit": git_commit(), "git_head": head or None,

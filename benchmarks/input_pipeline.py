@@ -71,6 +71,15 @@ def _source_config(base, source: str, batch_size: int, image_size: int, worker_c
   return config
 
 
+def require_data_pipeline() -> None:
+  """Raises ImportError saying what to install when :mod:`jaxpaint.data` (grain) cannot load."""
+  try:
+    from jaxpaint import data  # noqa: PLC0415,F401
+  except ImportError as e:
+    raise ImportError(f"--input_pipeline needs jaxpaint.data, which needs grain ({e}); "
+                      "pip install grain, or run without --input_pipeline.") from e
+
+
 def time_pipeline(config, *, batches: int, repeats: int, warmup: int = 3) -> dict[str, Any]:
   """images/s of ``create_train_iterator(config)`` (median, min, max over repeats)."""
   from jaxpaint import data  # noqa: PLC0415 (grain, and tfds for TFDS sources)
@@ -116,6 +125,7 @@ def run(config_file: str, shapes: Sequence[tuple[int, int]], *, sources: Sequenc
   result has ``status`` 'ok', 'not prepared' or 'failed', and for 'ok' the ratios to
   every train-step result in ``step_results`` at the same batch and image size.
   """
+  require_data_pipeline()
   from jaxpaint.data import sources as sources_lib  # noqa: PLC0415
   unknown = sorted(set(sources) - set(SOURCES))
   if unknown:

@@ -307,6 +307,8 @@ def comparisons_text(comp: dict[str, list[dict[str, Any]]]) -> str:
 def main(argv: list[str]) -> None:
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+  if FLAGS.input_pipeline:
+    input_pipeline.require_data_pipeline()  # before minutes of step timings
   if FLAGS.torch_peers:
     # JAX and PyTorch share the accelerator in this process: no up-front 75% grab by XLA.
     os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")

@@ -7,7 +7,13 @@ from jaxpaint import masks, optim
 
 
 def base_config() -> ml_collections.ConfigDict:
-  from jaxpaint import data  # noqa: PLC0415 (keeps importing defaults light for model-only users)
+  try:
+    from jaxpaint import data  # noqa: PLC0415 (keeps importing defaults light for model-only users)
+    data_config = data.default_config()
+  except ModuleNotFoundError:
+    # No grain (a machine that only benchmarks or runs models): config.data keeps what the
+    # config file sets; the driver imports jaxpaint.data itself and fails there.
+    data_config = ml_collections.ConfigDict()
   config = ml_collections.ConfigDict()
   config.seed = 0
   config.batch_size = 64          # global, over all devices and hosts
@@ -20,7 +26,7 @@ def base_config() -> ml_collections.ConfigDict:
   config.keep_checkpoints = 3
   config.compute_dtype = "float32"  # or "bfloat16": bf16 activations, float32 weights
   config.eval_hole_ratio_bins = False
-  config.data = data.default_config()
+  config.data = data_config
   config.mask = masks.default_config()
   config.eval_mask = None           # None: evaluate with config.mask
   config.optimizer = optim.default_config()
