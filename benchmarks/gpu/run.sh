@@ -120,12 +120,12 @@ EOF
 }
 
 # Test files that need neither grain/TFDS/clu nor the driver; the CLI test reads TFDS sources.
-SMOKE_TESTS=(tests/test_benchmarks_light.py tests/test_benchmarks.py tests/test_adversarial.py
+SMOKE_TESTS=(tests/test_benchmarks_light.py tests/test_benchmarks.py tests/test_adversarial.py tests/test_conv_transpose.py
   tests/test_context_encoder.py tests/test_dcgan.py tests/test_latent_search.py tests/test_masks.py
   tests/test_metrics.py tests/test_partial_conv.py tests/test_pconv_unet.py tests/test_pix2pix.py
   tests/test_reconstruction.py tests/test_unet.py tests/test_vaegan.py)
 # Kernel tests on the GPU at full float32 precision (the default would allow TF32).
-GPU_TESTS=(tests/test_partial_conv.py tests/test_pix2pix.py tests/test_unet.py)
+GPU_TESTS=(tests/test_partial_conv.py tests/test_pix2pix.py tests/test_unet.py tests/test_conv_transpose.py)
 ALL_MODELS=unet,pconv,pconv_plain,pconv_naive,pix2pix,lsgan,lsgan_inpaint,refiner,context_encoder,vaegan
 
 part_smoke() {

@@ -27,6 +27,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxpaint import images as image_lib
+from jaxpaint import layers
 
 # Pathak's train.lua fills the hole with the ImageNet mean colour (117, 104, 123) / 255,
 # mapped to [-1, 1]. Pass it as ``mean_colour`` to reproduce the reference exactly.
@@ -190,9 +191,9 @@ class ContextEncoder(nn.Module):
     x = conv(self.bottleneck, 4, 1, "VALID", False)(x)  # [B, 1, 1, bottleneck]
     x = nn.leaky_relu(_batch_norm(train, self.dtype)(x), negative_slope=0.2)
 
-    deconv = lambda f, s, p, bias: nn.ConvTranspose(f, (4, 4), strides=(s, s), padding=p,
-                                                    use_bias=bias, kernel_init=_KERNEL_INIT,
-                                                    dtype=self.dtype)
+    deconv = lambda f, s, p, bias: layers.ConvTranspose(f, (4, 4), strides=(s, s), padding=p,
+                                                        use_bias=bias, kernel_init=_KERNEL_INIT,
+                                                        dtype=self.dtype)
     num_up = _levels(self.patch_size, "patch_size")
     for i, width in enumerate(_up_widths(num_up, self.features)):
       # First: 1x1 -> 4x4 (valid); then each doubles the size.

@@ -23,6 +23,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from jaxpaint import layers
+
 _KERNEL_INIT = nn.initializers.normal(0.02)
 _BN_MOMENTUM = 0.9
 _BN_EPSILON = 1e-5
@@ -74,11 +76,11 @@ class Generator(nn.Module):
     k = (self.kernel_size, self.kernel_size)
     for i in range(num_up - 1):
       features = max(self.base_features // 2 ** (i + 1), 1)
-      x = nn.ConvTranspose(features, k, strides=(2, 2), padding="SAME", use_bias=False,
-                           kernel_init=_KERNEL_INIT, dtype=self.dtype)(x)
+      x = layers.ConvTranspose(features, k, strides=(2, 2), padding="SAME", use_bias=False,
+                               kernel_init=_KERNEL_INIT, dtype=self.dtype)(x)
       x = nn.relu(_batch_norm(train, self.dtype)(x))
-    x = nn.ConvTranspose(self.channels, k, strides=(2, 2), padding="SAME",
-                         kernel_init=_KERNEL_INIT, dtype=self.dtype)(x)
+    x = layers.ConvTranspose(self.channels, k, strides=(2, 2), padding="SAME",
+                             kernel_init=_KERNEL_INIT, dtype=self.dtype)(x)
     return jnp.tanh(x).astype(jnp.float32)
 
 

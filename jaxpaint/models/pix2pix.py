@@ -17,6 +17,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxpaint import images as image_lib
+from jaxpaint import layers
 
 _KERNEL_INIT = nn.initializers.normal(0.02)
 
@@ -37,15 +38,15 @@ def down_conv(features: int, *, stride: int = 2, use_bias: bool, dtype: Any = jn
                  use_bias=use_bias, kernel_init=_KERNEL_INIT, dtype=dtype)
 
 
-def up_conv(features: int, *, use_bias: bool, dtype: Any = jnp.float32) -> nn.ConvTranspose:
+def up_conv(features: int, *, use_bias: bool, dtype: Any = jnp.float32) -> layers.ConvTranspose:
   """PyTorch's ``ConvTranspose2d(k=4, s=2, p=1)``: exactly doubles the size (H -> 2H).
 
   A transposed conv with PyTorch padding p pads the stride-dilated input by k - 1 - p = 2 on
   each side: (2H - 1) + 4 - 4 + 1 = 2H. ``transpose_kernel=True`` makes it the true
   adjoint of a stride-2 conv, as in PyTorch (kernel [kh, kw, out, in], spatially flipped).
   """
-  return nn.ConvTranspose(features, (4, 4), strides=(2, 2), padding=((2, 2), (2, 2)),
-                          transpose_kernel=True, use_bias=use_bias, kernel_init=_KERNEL_INIT,
+  return layers.ConvTranspose(features, (4, 4), strides=(2, 2), padding=((2, 2), (2, 2)),
+                              transpose_kernel=True, use_bias=use_bias, kernel_init=_KERNEL_INIT,
                           dtype=dtype)
 
 

@@ -28,6 +28,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxpaint import images as image_lib
+from jaxpaint import layers
 
 LATENT_RNG = "latent"
 
@@ -98,8 +99,8 @@ class VAEDecoder(nn.Module):
     x = nn.relu(_batch_norm(train, self.dtype)(x))
     x = x.reshape(z.shape[0], start, start, width0)
     for width in self.features:
-      x = nn.ConvTranspose(width, k, strides=(2, 2), padding="SAME", use_bias=False,
-                           dtype=self.dtype)(x)
+      x = layers.ConvTranspose(width, k, strides=(2, 2), padding="SAME", use_bias=False,
+                               dtype=self.dtype)(x)
       x = nn.relu(_batch_norm(train, self.dtype)(x))
     x = nn.Conv(self.out_channels, k, padding="SAME", dtype=self.dtype)(x)
     return jnp.tanh(x.astype(jnp.float32))
