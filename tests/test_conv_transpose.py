@@ -58,6 +58,11 @@ def test_matches_flax_and_the_definition(kernel, stride, padding, transpose_kern
           for p in ([padding] * 2 if isinstance(padding, str) else padding)]
   expected = _reference(x, variables["params"]["kernel"], stride, pads, transpose_kernel)
   np.testing.assert_allclose(y, expected + np.asarray(variables["params"]["bias"]), rtol=1e-5, atol=1e-5)
+  # The GPU/TPU branch (the native input-dilated convolution), called directly here on CPU.
+  kernel_in = variables["params"]["kernel"]
+  native = ct._dilated_conv(x, jnp.flip(kernel_in, (0, 1)) if transpose_kernel else kernel_in, stride,
+                            pads, "HWOI" if transpose_kernel else "HWIO")
+  np.testing.assert_allclose(native, expected, rtol=1e-5, atol=1e-5)
 
   # Gradients to the input and the parameters: the phase form's are flax's.
   loss = lambda f: jax.grad(lambda v, x: jnp.sum(jnp.sin(f(v, x))), argnums=(0, 1))(variables, x)
