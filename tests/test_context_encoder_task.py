@@ -7,10 +7,9 @@ import os
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 import pytest
 
-from jaxpaint import checkpointing, defaults, masks, steps, train
+from jaxpaint import checkpointing, defaults, masks, parallel, steps, train
 from jaxpaint.models import context_encoder as models
 from jaxpaint.steps import context_encoder as cet
 
@@ -151,12 +150,10 @@ def initial_state():
   return jax.jit(task.init_state)(init_rng, jnp.zeros((BATCH, SIZE, SIZE, 3), jnp.float32))
 
 
-def _restore(workdir, like):
-  ckpt = checkpointing.Checkpointer(os.path.join(workdir, "checkpoints"), max_to_keep=3,
-                                    save_interval_steps=1)
-  restored, step = ckpt.restore(like, None)
-  ckpt.close()
-  return restored, step
+def _restore(workdir):
+  config = tiny_config()
+  return checkpointing.restore_newest(steps.build_task(config, 3), config, 3,
+                                      os.path.join(workdir, "checkpoints"), parallel.create_mesh())
 
 
 @pytest.fixture(scope="module")
@@ -183,7 +180,7 @@ def test_driver_run_trains_and_writes_eval(uninterrupted, initial_state):
   composite, blank = saved["summary"]["composite"], saved["summary"]["masked_input"]
   assert np.isfinite(composite["hole_psnr"]) and composite["hole_mse"] != blank["hole_mse"]
   init = initial_state
-  final, step = _restore(workdir, init)
+  final, step = _restore(workdir)
   assert step == 4
   for net in ("generator", "discriminator"):
     changed = [not np.allclose(a, b) for a, b in zip(jax.tree.leaves(getattr(init, net).params),
@@ -191,14 +188,14 @@ def test_driver_run_trains_and_writes_eval(uninterrupted, initial_state):
     assert all(changed), net
 
 
-def test_resume_continues_exactly(uninterrupted, initial_state, tmp_path):
+def test_resume_continues_exactly(uninterrupted, tmp_path):
   workdir, full = uninterrupted
   first = train.train_and_evaluate(tiny_config(num_train_steps=2), str(tmp_path))
   second = train.train_and_evaluate(tiny_config(num_train_steps=4), str(tmp_path))
   assert [s for s, _ in second["train"]] == [3, 4]
   np.testing.assert_allclose(np.concatenate([_losses(first), _losses(second)]), _losses(full),
                              rtol=1e-5, atol=1e-7)
-  (a, _), (b, _) = _restore(workdir, initial_state), _restore(str(tmp_path), initial_state)
+  (a, _), (b, _) = _restore(workdir), _restore(str(tmp_path))
   for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
     np.testing.assert_allclose(x, y, rtol=1e-5, atol=1e-7)
   assert second["eval"]["summary"]["composite"] == pytest.approx(

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import tensorflow_datasets as tfds
 
-from jaxpaint import checkpointing, data, steps, train
+from jaxpaint import checkpointing, data, parallel, steps, train
 from jaxpaint.steps import lsgan
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -174,15 +174,10 @@ def test_bfloat16_steps_track_float32(tmp_path):
 
 # ---- the staged driver run ----------------------------------------------------------------
 
-def _restore(stage_dir, task):
+def _restore(stage_dir, task, config):
   """(step, state) of the newest checkpoint in stage_dir, restored into task's state structure."""
-  abstract = jax.eval_shape(task.init_state, jax.random.key(0), jnp.zeros((4, SIZE, SIZE, 3)))
-  device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
-  abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=device), abstract)
-  ckpt = checkpointing.Checkpointer(os.path.join(stage_dir, "checkpoints"), max_to_keep=3,
-                                    save_interval_steps=1)
-  state, step = ckpt.restore(abstract, None)
-  ckpt.close()
+  state, step = checkpointing.restore_newest(task, config, 3, os.path.join(stage_dir, "checkpoints"),
+                                             parallel.create_mesh())
   return step, state
 
 
@@ -248,12 +243,12 @@ def test_full_run_trains_only_the_refiner_on_the_finished_gan(staged):
   # scales start at 1, D's first bias at 0); the refiner holds stage 1's final GAN, frozen.
   config = tiny_config(os.path.join(workdir, "unused"))
   gan_cfg, ref_cfg = (train.stage_config(config, s) for s in ("gan", "refiner"))
-  step, gan_state = _restore(os.path.join(workdir, "gan"), steps.build_task(gan_cfg, 3))
+  step, gan_state = _restore(os.path.join(workdir, "gan"), steps.build_task(gan_cfg, 3), gan_cfg)
   assert step == 2
   assert not np.allclose(gan_state.generator.params["BatchNorm_0"]["scale"], 1.0)
   assert not np.allclose(gan_state.discriminator.params["Conv_0"]["bias"], 0.0)
   task = steps.build_task(ref_cfg, 3, previous={"gan": gan_state})
-  step, ref_state = _restore(os.path.join(workdir, "refiner"), task)
+  step, ref_state = _restore(os.path.join(workdir, "refiner"), task, ref_cfg)
   assert step == 2 and isinstance(ref_state, lsgan.RefinerState) and int(ref_state.step) == 2
   for a, b in zip(jax.tree.leaves(lsgan.frozen_gan(gan_state)), jax.tree.leaves(ref_state.gan)):
     np.testing.assert_array_equal(a, b)

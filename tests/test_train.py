@@ -14,7 +14,7 @@ import jax
 import numpy as np
 import pytest
 
-from jaxpaint import checkpointing, defaults, steps, train
+from jaxpaint import checkpointing, defaults, parallel, steps, train
 from jaxpaint.losses import reconstruction
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -47,10 +47,8 @@ def _losses(result):
 
 def _final_params(workdir, config):
   task = steps.build_task(config, channels=3)
-  state = task.init_state(jax.random.key(0), np.zeros((8, 16, 16, 3), np.float32))
-  ckpt = checkpointing.Checkpointer(os.path.join(workdir, "checkpoints"), max_to_keep=3, save_interval_steps=1)
-  restored, step = ckpt.restore(state, None)
-  ckpt.close()
+  restored, step = checkpointing.restore_newest(task, config, 3, os.path.join(workdir, "checkpoints"),
+                                                parallel.create_mesh())
   return step, restored.params
 
 
