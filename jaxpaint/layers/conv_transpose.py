@@ -34,7 +34,7 @@ def _explicit_padding(kernel: int, stride: int, padding: Any) -> tuple[int, int]
     low = kernel - 1 if stride > kernel - 1 else -(-total // 2)
     return low, total - low
   if padding == "VALID":
-    return kernel - 1, kernel + stride - 2 + max(kernel - stride, 0) - (kernel - 1)
+    return kernel - 1, max(kernel, stride) - 1
   low, high = padding
   return int(low), int(high)
 
